@@ -1,0 +1,354 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// invocation drives one invocation through f: INVOKE, then telemetry in
+// two batches (the second arrives after INVOKE and ends with runtimeDone),
+// then waits for the extension's /next. It returns the generated lines.
+func invocation(f *fakeLambda, requestID string, n int, extra ...any) []string {
+	f.t.Helper()
+	f.invoke(requestID)
+	var lines []string
+	start := tev("platform.start", map[string]any{"requestId": requestID, "version": "$LATEST",
+		"tracing": map[string]any{"spanId": "1a2b3c4d5e6f7a8b", "type": "X-Amzn-Trace-Id", "value": "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=1a2b3c4d5e6f7a8b;Sampled=1"}})
+	first := append([]any{start}, extra...)
+	second := []any{}
+	for i := range n {
+		line := fmt.Sprintf("%s line %d", requestID, i)
+		lines = append(lines, line)
+		ev := tev("function", line+"\n")
+		if i%3 == 1 { // a JSON record, as with Lambda's JSON log format
+			ev = tev("function", map[string]any{"timestamp": time.Now().UTC().Format(time.RFC3339Nano), "level": "INFO", "requestId": requestID, "message": line})
+			lines[i] = fmt.Sprintf(`{"level":"INFO","message":%q,"requestId":%q,"timestamp":%q}`,
+				line, requestID, ev["record"].(map[string]any)["timestamp"])
+		}
+		if i < n/2 {
+			first = append(first, ev)
+		} else {
+			second = append(second, ev)
+		}
+	}
+	f.deliver(first...)
+	second = append(second, tev("platform.runtimeDone", map[string]any{"requestId": requestID, "status": "success"}))
+	f.deliver(second...)
+	f.awaitNext()
+	return lines
+}
+
+func report(requestID string) map[string]any {
+	return tev("platform.report", map[string]any{"requestId": requestID, "status": "success",
+		"metrics": map[string]any{"durationMs": 12.5, "billedDurationMs": 13, "memorySizeMB": 128, "maxMemoryUsedMB": 40}})
+}
+
+func TestEveryLineArrivesBeforeNext(t *testing.T) {
+	f := newFakeLambda(t)
+	loki := newFakeLoki(t)
+	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL, "LOKI_LABELS": "env=test"})
+	f.awaitNext() // Init is over
+	f.deliver(tev("platform.initStart", map[string]any{"initializationType": "on-demand", "phase": "init"}),
+		tev("function", "init line\n"))
+
+	want := []string{"init line"}
+	var wantReports []string
+	for i := range 5 {
+		id := fmt.Sprintf("8f5c0a61-0d4e-4c1e-9f55-3c0b2c7e9a1%d", i)
+		var extra []any
+		if i > 0 {
+			prev := fmt.Sprintf("8f5c0a61-0d4e-4c1e-9f55-3c0b2c7e9a1%d", i-1)
+			extra = append(extra, report(prev))
+			wantReports = append(wantReports, "REPORT RequestId: "+prev+"\tDuration: 12.50 ms\tBilled Duration: 13 ms\tMemory Size: 128 MB\tMax Memory Used: 40 MB")
+		}
+		want = append(want, invocation(f, id, 7, extra...)...)
+		// The extension is in /next: every line of this invocation is in Loki.
+		if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+			t.Fatalf("invocation %d: function lines in Loki at /next (-want +got):\n%s", i, diff)
+		}
+		if diff := cmp.Diff(wantReports, loki.lines("platform")); diff != "" {
+			t.Fatalf("invocation %d: platform lines (-want +got):\n%s", i, diff)
+		}
+	}
+
+	f.shutdown()
+	// Late telemetry after SHUTDOWN: the last report and a straggler.
+	f.deliver(report("8f5c0a61-0d4e-4c1e-9f55-3c0b2c7e9a14"), tev("function", "late line\n"))
+	if err := x.wait(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	want = append(want, "late line")
+	if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+		t.Errorf("function lines after SHUTDOWN (-want +got):\n%s", diff)
+	}
+	if got := len(loki.lines("platform")); got != 5 {
+		t.Errorf("platform lines: got %d, want 5 reports", got)
+	}
+	if loki.dups != 0 {
+		t.Errorf("%d entries were pushed twice", loki.dups)
+	}
+	stats := loki.lines("extension")
+	if len(stats) == 0 || !strings.Contains(stats[len(stats)-1], "final=true") {
+		t.Errorf("no final stats line in Loki: %q", stats)
+	}
+
+	for _, ls := range loki.labels {
+		if ls["service_name"] != "orders-api" || ls["env"] != "test" || len(ls) != 3 {
+			t.Errorf("stream labels %v, want service_name=orders-api, source and env=test", ls)
+		}
+	}
+	es := loki.entriesOf("function")
+	for i := 1; i < len(es); i++ {
+		if es[i].TS <= es[i-1].TS {
+			t.Errorf("timestamps not increasing: %q at %d after %q at %d", es[i].Line, es[i].TS, es[i-1].Line, es[i-1].TS)
+		}
+	}
+	for _, e := range es[1 : len(es)-1] { // all but the init and the late line
+		id := e.Line[:36]
+		if strings.HasPrefix(e.Line, "{") {
+			id = e.Line[strings.Index(e.Line, `"requestId":"`)+13:][:36]
+		}
+		want := map[string]string{"request_id": id, "trace_id": "1-5759e988-bd862e3fe1be46a994272793"}
+		if strings.HasPrefix(e.Line, "{") {
+			want["level"] = "info"
+		}
+		if diff := cmp.Diff(want, e.Meta); diff != "" {
+			t.Errorf("metadata of %q (-want +got):\n%s", e.Line, diff)
+		}
+	}
+
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if diff := cmp.Diff([][]string{{"INVOKE", "SHUTDOWN"}}, f.registered); diff != "" {
+		t.Errorf("registered events (-want +got):\n%s", diff)
+	}
+	sub := f.subscriptions[0]
+	sub.Destination.URI = sub.Destination.URI[:strings.LastIndex(sub.Destination.URI, ":")]
+	wantSub := subscribeRequest{SchemaVersion: "2025-01-29", Types: []string{"platform", "function"},
+		Buffering:   buffering{MaxItems: 1000, MaxBytes: 262144, TimeoutMs: 25},
+		Destination: destination{Protocol: "HTTP", URI: "http://sandbox.localdomain"}}
+	if diff := cmp.Diff([]subscribeRequest{wantSub}, []subscribeRequest{sub}); diff != "" {
+		t.Errorf("subscription (-want +got):\n%s", diff)
+	}
+	if out := x.out.String(); strings.Count(out, "\n") != 1 || !strings.Contains(out, "shutdown (spindown): 42 lines sent") {
+		t.Errorf("output: want one summary line at shutdown, got:\n%s", out)
+	}
+}
+
+func TestRegisterRefused(t *testing.T) {
+	f := newFakeLambda(t)
+	f.registerStatus = http.StatusForbidden
+	x := startExtension(t, f, map[string]string{"LOKI_URL": "http://127.0.0.1:1"})
+	err := x.wait(t)
+	if err == nil || !strings.Contains(err.Error(), "register: status 403") {
+		t.Fatalf("run: got %v, want a register error with status 403", err)
+	}
+	if len(f.errorTypes) != 0 {
+		t.Errorf("reported %v after a failed register", f.errorTypes)
+	}
+}
+
+func TestBadConfigReportsInitError(t *testing.T) {
+	f := newFakeLambda(t)
+	x := startExtension(t, f, map[string]string{
+		"LOKI_URL":    "https://123456:glc_s3cret@logs.example.net",
+		"LOKI_LABELS": "bad-name=x",
+	})
+	err := x.wait(t)
+	if err == nil || !strings.Contains(err.Error(), "LOKI_LABELS") {
+		t.Fatalf("run: got %v, want an error naming LOKI_LABELS", err)
+	}
+	if strings.Contains(err.Error(), "s3cret") || strings.Contains(x.out.String(), "s3cret") {
+		t.Errorf("the secret leaked: %v %s", err, x.out.String())
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if diff := cmp.Diff([]string{"Extension.ConfigInvalid"}, f.errorTypes); diff != "" {
+		t.Errorf("error reports (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"/2020-01-01/extension/init/error"}, f.errorPaths); diff != "" {
+		t.Errorf("error paths (-want +got):\n%s", diff)
+	}
+}
+
+func TestTelemetryNotSupported(t *testing.T) {
+	f := newFakeLambda(t)
+	f.subscribeCodes = []int{http.StatusAccepted}
+	loki := newFakeLoki(t)
+	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL})
+	f.awaitNext()
+	for range 3 {
+		// A deadline far away: waiting for telemetry would hang the test.
+		f.send(lifecycleEvent{EventType: "INVOKE", RequestID: "r", DeadlineMs: time.Now().Add(time.Hour).UnixMilli()})
+		f.awaitNext()
+	}
+	f.shutdown()
+	if err := x.wait(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	out := x.out.String()
+	if strings.Count(out, "not supported") != 1 {
+		t.Errorf("want one 'not supported' line, got:\n%s", out)
+	}
+	if len(f.errorTypes) != 0 {
+		t.Errorf("reported errors %v; 202 is not an error", f.errorTypes)
+	}
+}
+
+func TestSubscribeFallsBackToOlderSchema(t *testing.T) {
+	f := newFakeLambda(t)
+	f.subscribeCodes = []int{http.StatusBadRequest}
+	loki := newFakeLoki(t)
+	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL})
+	f.awaitNext()
+	want := invocation(f, "11111111-2222-3333-4444-555555555555", 3)
+	if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+		t.Errorf("lines (-want +got):\n%s", diff)
+	}
+	f.shutdown()
+	x.wait(t)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var schemas []string
+	for _, s := range f.subscriptions {
+		schemas = append(schemas, s.SchemaVersion)
+	}
+	if diff := cmp.Diff([]string{"2025-01-29", "2022-12-13"}, schemas); diff != "" {
+		t.Errorf("schemas (-want +got):\n%s", diff)
+	}
+}
+
+func TestManagedInstances(t *testing.T) {
+	f := newFakeLambda(t)
+	loki := newFakeLoki(t)
+	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL,
+		"AWS_LAMBDA_INITIALIZATION_TYPE": "lambda-managed-instances", "LOKI_FLUSH_INTERVAL": "100ms"})
+	f.awaitNext()
+	a, b := "aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"
+	// Two concurrent invocations interleave; a plain line belongs to neither.
+	f.deliver(tev("platform.start", map[string]any{"requestId": a}),
+		tev("platform.start", map[string]any{"requestId": b}),
+		tev("function", `{"timestamp":"2025-01-01T00:00:00Z","level":"INFO","requestId":"`+a+`","message":"from a"}`),
+		tev("function", "2025-01-01T00:00:00.000Z\t"+b+"\tWARN\tfrom b\n"),
+		tev("function", "plain\n"))
+	deadline := time.Now().Add(waitLimit)
+	for len(loki.lines("function")) < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // the background flush, with no INVOKE
+	}
+	var got []map[string]string
+	for _, e := range loki.entriesOf("function") {
+		got = append(got, e.Meta)
+	}
+	want := []map[string]string{{"request_id": a, "level": "info"}, {"request_id": b, "level": "warn"}, nil}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("metadata (-want +got):\n%s", diff)
+	}
+	f.deliver(tev("function", "last\n"))
+	f.shutdown()
+	if err := x.wait(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if lines := loki.lines("function"); len(lines) != 4 || lines[3] != "last" {
+		t.Errorf("lines after SHUTDOWN: %q", lines)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if diff := cmp.Diff([][]string{{"SHUTDOWN"}}, f.registered); diff != "" {
+		t.Errorf("registered (-want +got):\n%s", diff)
+	}
+}
+
+func TestLokiFailuresAreRetried(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		reports int // "will retry" lines in the output
+		reply   func(n int, w http.ResponseWriter) int
+	}{
+		{"500 twice", 1, func(n int, w http.ResponseWriter) int {
+			if n <= 2 {
+				return http.StatusInternalServerError
+			}
+			return http.StatusNoContent
+		}},
+		{"429", 1, func(n int, w http.ResponseWriter) int {
+			if n == 1 {
+				return http.StatusTooManyRequests
+			}
+			return http.StatusNoContent
+		}},
+		{"503 with Retry-After", 1, func(n int, w http.ResponseWriter) int {
+			if n == 1 {
+				w.Header().Set("Retry-After", "1")
+				return http.StatusServiceUnavailable
+			}
+			return http.StatusNoContent
+		}},
+		// A dropped connection is retried at once, not reported.
+		{"reply lost after receipt", 0, func(n int, w http.ResponseWriter) int {
+			if n == 1 {
+				return replyLost
+			}
+			return http.StatusNoContent
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFakeLambda(t)
+			loki := newFakeLoki(t)
+			loki.reply = tc.reply
+			x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL, "LOKI_FLUSH_TIMEOUT": "3s"})
+			f.awaitNext()
+			want := invocation(f, "11111111-2222-3333-4444-555555555555", 5)
+			if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+				t.Errorf("lines at /next (-want +got):\n%s", diff)
+			}
+			f.shutdown()
+			if err := x.wait(t); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+				t.Errorf("lines at exit (-want +got):\n%s", diff)
+			}
+			if n := strings.Count(x.out.String(), "will retry"); n != tc.reports {
+				t.Errorf("failure reported %d times, want %d:\n%s", n, tc.reports, x.out.String())
+			}
+		})
+	}
+}
+
+// TestLokiRefusedThenBack: with nothing listening, lines stay buffered, the
+// invocation still ends, and the next flush delivers them once, in order.
+func TestLokiRefusedThenBack(t *testing.T) {
+	f := newFakeLambda(t)
+	addr := freePort(t)
+	x := startExtension(t, f, map[string]string{"LOKI_URL": "http://" + addr})
+	f.awaitNext()
+	want := invocation(f, "11111111-2222-3333-4444-555555555555", 4)
+
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("port %s was taken meanwhile: %v", addr, err)
+	}
+	loki := newFakeLoki(t)
+	loki.srv.Close()
+	loki.srv = httptest.NewUnstartedServer(http.HandlerFunc(loki.push))
+	loki.srv.Listener = ln
+	loki.srv.Start()
+
+	want = append(want, invocation(f, "22222222-2222-3333-4444-555555555555", 4)...)
+	if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+		t.Errorf("lines (-want +got):\n%s", diff)
+	}
+	f.shutdown()
+	x.wait(t)
+	if loki.dups != 0 {
+		t.Errorf("%d duplicates", loki.dups)
+	}
+}

@@ -1,0 +1,433 @@
+// Command loki-extension is an AWS Lambda external extension that ships the
+// function's logs to Grafana Loki. It subscribes to the Lambda Telemetry
+// API, buffers what Lambda delivers, and pushes it to Loki's HTTP push API
+// before each invocation ends and at shutdown.
+//
+// The event loop: register, listen, subscribe, then for each INVOKE wait for
+// the runtime to finish (platform.runtimeDone), flush, and call /next; on
+// SHUTDOWN flush what is left and exit. A background loop also flushes every
+// LOKI_FLUSH_INTERVAL and whenever a megabyte is waiting.
+package main
+
+import (
+	"cmp"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Defaults of the configuration, and fixed timings.
+const (
+	defaultListenerPort       = 4243
+	defaultTypes              = "function,platform.report,platform.error"
+	defaultTelemetryMaxItems  = 1000
+	defaultTelemetryMaxBytes  = 262144
+	defaultTelemetryTimeoutMs = 25
+	defaultBufferBytes        = 8 << 20
+	defaultMaxLineBytes       = 256 << 10
+	defaultFlushInterval      = time.Second
+	defaultFlushTimeout       = 300 * time.Millisecond
+
+	// flushBytes of queued lines wake the background flush.
+	flushBytes = 1 << 20
+	// shutdownMargin is kept free before SHUTDOWN's deadline.
+	shutdownMargin = 150 * time.Millisecond
+	// shutdownQuiet: at SHUTDOWN, telemetry is taken to be complete once
+	// none has arrived for this long; shutdownMaxWait caps that wait.
+	shutdownQuiet   = 100 * time.Millisecond
+	shutdownMaxWait = 300 * time.Millisecond
+	// fallbackShutdown is the budget when SHUTDOWN carries no deadline.
+	fallbackShutdown = 1500 * time.Millisecond
+)
+
+func main() {
+	name := filepath.Base(os.Args[0])
+	logger := log.New(os.Stderr, name+": ", 0)
+	if err := run(context.Background(), os.Getenv, name, logger); err != nil {
+		logger.Print(err)
+		os.Exit(1)
+	}
+}
+
+// config is the extension's configuration, read once from the environment.
+type config struct {
+	target           lokiTarget
+	types            typeFilter
+	withExtension    bool // subscribe to the extension stream
+	port             int
+	buffering        buffering
+	bufferBytes      int
+	maxLineBytes     int
+	flushInterval    time.Duration
+	flushTimeout     time.Duration // cap on the time a flush adds to an invocation
+	runtimeDoneWait  time.Duration // cap on the wait for platform.runtimeDone; 0: the deadline
+	managedInstances bool          // Lambda Managed Instances: SHUTDOWN only, concurrent invocations
+}
+
+// loadConfig reads the configuration. Its errors name the variable and the
+// fix and never contain secrets.
+func loadConfig(getenv func(string) string) (config, error) {
+	cfg := config{managedInstances: getenv("AWS_LAMBDA_INITIALIZATION_TYPE") == "lambda-managed-instances"}
+	raw := strings.TrimSpace(getenv("LOKI_URL"))
+	if raw == "" {
+		return cfg, errors.New("LOKI_URL is not set: set it to your Loki URL, e.g. https://logs-prod-012.grafana.net or http://loki.example.internal:3100")
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return cfg, errors.New("LOKI_URL is not an http:// or https:// URL with a host: set it to your Loki URL, e.g. https://logs-prod-012.grafana.net")
+	}
+	cfg.target.pushURL = pushURL(u)
+
+	user, pass, bearer := getenv("LOKI_USERNAME"), getenv("LOKI_PASSWORD"), getenv("LOKI_BEARER_TOKEN")
+	if u.User != nil && user == "" && pass == "" {
+		user = u.User.Username()
+		pass, _ = u.User.Password()
+	}
+	switch {
+	case (user == "") != (pass == ""):
+		return cfg, errors.New("LOKI_USERNAME and LOKI_PASSWORD go together: set both (on Grafana Cloud, the numeric user of your Loki instance and an access policy token with logs:write)")
+	case user != "" && bearer != "":
+		return cfg, errors.New("LOKI_BEARER_TOKEN and LOKI_USERNAME/LOKI_PASSWORD are both set: keep one of them")
+	case user != "":
+		cfg.target.authorization = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+	case bearer != "":
+		cfg.target.authorization = "Bearer " + bearer
+	}
+	if cfg.target.tenant = getenv("LOKI_TENANT_ID"); !validTenant(cfg.target.tenant) {
+		return cfg, errors.New("LOKI_TENANT_ID: a tenant is at most 150 characters of 0-9 a-z A-Z ! - _ . * ' ( ), and not . or ..")
+	}
+	if cfg.target.labels, err = parseLabels(getenv("LOKI_LABELS")); err != nil {
+		return cfg, fmt.Errorf("LOKI_LABELS: %w", err)
+	}
+	if cfg.types, err = parseTypes(envOr(getenv, "LOKI_TYPES", defaultTypes)); err != nil {
+		return cfg, fmt.Errorf("LOKI_TYPES: %w", err)
+	}
+	cfg.withExtension = cfg.types.extension
+
+	env := envReader{getenv: getenv}
+	cfg.port = env.int("LOKI_LISTENER_PORT", defaultListenerPort, 0, 65535)
+	cfg.buffering.MaxItems = env.int("LOKI_TELEMETRY_MAX_ITEMS", defaultTelemetryMaxItems, 1000, 10000)
+	cfg.buffering.MaxBytes = env.int("LOKI_TELEMETRY_MAX_BYTES", defaultTelemetryMaxBytes, 262144, 1048576)
+	cfg.buffering.TimeoutMs = env.int("LOKI_TELEMETRY_TIMEOUT_MS", defaultTelemetryTimeoutMs, 25, 30000)
+	cfg.bufferBytes = env.int("LOKI_BUFFER_BYTES", defaultBufferBytes, 1<<20, 1<<30)
+	cfg.maxLineBytes = env.int("LOKI_MAX_LINE_BYTES", defaultMaxLineBytes, 1024, 16<<20)
+	cfg.flushInterval = env.duration("LOKI_FLUSH_INTERVAL", defaultFlushInterval, 100*time.Millisecond, time.Hour)
+	cfg.flushTimeout = env.duration("LOKI_FLUSH_TIMEOUT", defaultFlushTimeout, 10*time.Millisecond, 15*time.Minute)
+	cfg.runtimeDoneWait = env.duration("LOKI_RUNTIME_DONE_WAIT", 0, 0, 15*time.Minute)
+	if env.err == nil && cfg.port == 9001 {
+		env.err = errors.New("LOKI_LISTENER_PORT: 9001 is reserved by Lambda; pick another port, e.g. 4243")
+	}
+	return cfg, env.err
+}
+
+// envReader reads numeric variables and keeps the first error.
+type envReader struct {
+	getenv func(string) string
+	err    error
+}
+
+func (r *envReader) int(name string, def, lo, hi int) int {
+	v := strings.TrimSpace(r.getenv(name))
+	if v == "" || r.err != nil {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		r.err = fmt.Errorf("%s: %q is not a whole number from %d to %d (default %d)", name, v, lo, hi, def)
+	}
+	return n
+}
+
+func (r *envReader) duration(name string, def, lo, hi time.Duration) time.Duration {
+	v := strings.TrimSpace(r.getenv(name))
+	if v == "" || r.err != nil {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < lo || d > hi {
+		r.err = fmt.Errorf("%s: %q is not a duration from %v to %v such as 500ms or 2s (default %v)", name, v, lo, hi, def)
+	}
+	return d
+}
+
+func envOr(getenv func(string) string, name, def string) string {
+	if v := strings.TrimSpace(getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+// validTenant reports whether Loki accepts t as a tenant; "" means none.
+func validTenant(t string) bool {
+	if len(t) > 150 || t == "." || t == ".." {
+		return false
+	}
+	for _, c := range t {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || strings.ContainsRune("!-_.*'()", c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// onceLogger prints each kind of problem once per environment, so that a
+// failing Loki costs the function one log line, not one per attempt.
+type onceLogger struct {
+	log  *log.Logger
+	mu   sync.Mutex // guards seen
+	seen map[string]bool
+}
+
+func (o *onceLogger) once(kind, format string, args ...any) {
+	o.mu.Lock()
+	seen := o.seen[kind]
+	o.seen[kind] = true
+	o.mu.Unlock()
+	if !seen {
+		o.log.Printf(format, args...)
+	}
+}
+
+// extension is the running extension, driven by the event loop in run.
+type extension struct {
+	cfg      config
+	api      *extensionClient
+	batch    *batch
+	listener *listener
+	shipper  *shipper
+	server   *http.Server
+	log      *onceLogger
+
+	telemetry      bool               // a subscription delivers events
+	holding        bool               // the event loop holds the shipper's gate
+	stopBackground context.CancelFunc // ends the background flush loop
+	backgroundDone chan struct{}
+}
+
+// run registers the extension and runs the event loop until SHUTDOWN.
+func run(ctx context.Context, getenv func(string) string, name string, logger *log.Logger) error {
+	cfg, cfgErr := loadConfig(getenv)
+	api := newExtensionClient(getenv("AWS_LAMBDA_RUNTIME_API"), name)
+	events := []string{"INVOKE", "SHUTDOWN"}
+	if cfg.managedInstances {
+		events = events[1:]
+	}
+	reg, err := api.register(ctx, events)
+	if ae, ok := errors.AsType[*apiError](err); ok && len(events) == 2 && strings.Contains(ae.body, "InvalidEventType") {
+		cfg.managedInstances = true // Lambda Managed Instances refuse INVOKE
+		reg, err = api.register(ctx, events[1:])
+	}
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	if cfgErr != nil {
+		if err := api.initError(ctx, "Extension.ConfigInvalid", cfgErr); err != nil {
+			logger.Printf("init/error: %v", err)
+		}
+		return cfgErr
+	}
+
+	x, err := start(ctx, cfg, api, reg, getenv, logger)
+	if err != nil {
+		if err := api.initError(ctx, "Extension.ListenFailed", err); err != nil {
+			logger.Printf("init/error: %v", err)
+		}
+		return err
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	go func() {
+		for range sigs {
+			x.shipper.requestFlush() // Lambda ends us with SHUTDOWN, not signals
+		}
+	}()
+	for {
+		ev, err := api.next(ctx)
+		if err != nil {
+			return x.fail(ctx, fmt.Errorf("next: %w", err))
+		}
+		switch ev.EventType {
+		case "INVOKE":
+			x.invoke(ctx, ev)
+		case "SHUTDOWN":
+			x.shutdown(ctx, ev)
+			return nil
+		}
+	}
+}
+
+// start starts the listener and the background flush, and subscribes.
+func start(ctx context.Context, cfg config, api *extensionClient, reg registerResponse, getenv func(string) string, logger *log.Logger) (*extension, error) {
+	if cfg.target.labels["service_name"] == "" {
+		cfg.target.labels["service_name"] = cmp.Or(reg.FunctionName, getenv("AWS_LAMBDA_FUNCTION_NAME"), "lambda")
+	}
+	b := newBatch(cfg.bufferBytes, flushBytes)
+	olog := &onceLogger{log: logger, seen: map[string]bool{}}
+	x := &extension{
+		cfg:      cfg,
+		api:      api,
+		batch:    b,
+		listener: newListener(b, cfg.types, cfg.maxLineBytes, logger.Prefix(), !cfg.managedInstances),
+		shipper:  newShipper(cfg.target, b, olog, version()),
+		log:      olog,
+	}
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.port))
+	if err != nil {
+		return nil, fmt.Errorf("LOKI_LISTENER_PORT: listen for telemetry: %w", err)
+	}
+	x.server = &http.Server{Handler: x.listener, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second}
+	go x.server.Serve(ln)
+
+	types := []string{"platform", "function"}
+	if cfg.withExtension {
+		types = append(types, "extension")
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	switch err := api.subscribe(ctx, newSubscribeRequest(types, cfg.buffering, port)); {
+	case err == nil:
+		x.telemetry = true
+	case errors.Is(err, errTelemetryUnsupported):
+		logger.Print(err)
+	default:
+		logger.Printf("subscribe to the Telemetry API: %v; no logs will be shipped", err)
+	}
+
+	bctx, cancel := context.WithCancel(ctx)
+	x.stopBackground, x.backgroundDone = cancel, make(chan struct{})
+	go func() {
+		defer close(x.backgroundDone)
+		x.shipper.background(bctx, cfg.flushInterval)
+	}()
+	return x, nil
+}
+
+// invoke handles an INVOKE event: it waits until the runtime is done with
+// the invocation, then pushes everything buffered before returning to /next.
+// It returns holding the shipper's gate, so that no background push starts
+// before the environment freezes.
+func (x *extension) invoke(ctx context.Context, ev lifecycleEvent) {
+	if x.holding {
+		x.shipper.release()
+		x.holding = false
+	}
+	x.listener.invoke(ev.RequestID, ev.Tracing.Value)
+	if !x.telemetry {
+		return
+	}
+	open := x.shipper.breakerOpen()
+	if open {
+		x.shipper.requestFlush() // retry Loki while the invocation runs
+	}
+	deadline := time.UnixMilli(ev.DeadlineMs)
+	until := deadline
+	if w := x.cfg.runtimeDoneWait; w > 0 && time.Now().Add(w).Before(until) {
+		until = time.Now().Add(w)
+	}
+	x.listener.waitRuntimeDone(ctx, ev.RequestID, until)
+
+	end := time.Now().Add(x.cfg.flushTimeout)
+	if deadline.Before(end) {
+		end = deadline
+	}
+	fctx, cancel := context.WithDeadline(ctx, end)
+	defer cancel()
+	if open || !x.shipper.acquire(fctx) {
+		// Don't wait on Loki: stop the background push, keep its lines.
+		x.shipper.preempt()
+		actx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		x.holding = x.shipper.acquire(actx)
+		cancel()
+		return
+	}
+	x.holding = true
+	x.shipper.flush(fctx)
+}
+
+// shutdown handles SHUTDOWN: it waits briefly for late telemetry, pushes
+// everything left before the deadline, and reports what it could not.
+func (x *extension) shutdown(ctx context.Context, ev lifecycleEvent) {
+	end := time.UnixMilli(ev.DeadlineMs).Add(-shutdownMargin)
+	if ev.DeadlineMs <= 0 {
+		end = time.Now().Add(fallbackShutdown)
+	}
+	x.stopBackground()
+	<-x.backgroundDone
+	if x.telemetry {
+		x.awaitQuiet(end)
+	}
+	if !x.holding {
+		x.holding = x.shipper.acquire(ctx) // free: the background loop is gone
+	}
+	fctx, cancel := context.WithDeadline(ctx, end)
+	defer cancel()
+	x.shipper.flush(fctx)
+	if n := x.batch.discard(); n > 0 {
+		x.batch.count(func(c *counters) { c.droppedAtExit += int64(n) })
+	}
+	c := x.shipper.queueStats(true)
+	x.shipper.flush(fctx)
+	x.batch.discard()
+
+	sctx, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel2()
+	x.server.Shutdown(sctx)
+	x.log.log.Printf("shutdown (%s): %d lines sent; dropped: %d buffer full, %d rejected by Loki, %d at shutdown, %d by Lambda; %d retries",
+		strings.ToLower(ev.ShutdownReason), c.sent, c.droppedFull, c.droppedLoki, c.droppedAtExit, c.droppedByLambda, c.retries)
+}
+
+// awaitQuiet waits until no telemetry has arrived for shutdownQuiet since
+// SHUTDOWN, at most shutdownMaxWait and never past end.
+func (x *extension) awaitQuiet(end time.Time) {
+	start := time.Now()
+	limit := start.Add(shutdownMaxWait)
+	if end.Before(limit) {
+		limit = end
+	}
+	for time.Now().Before(limit) {
+		last := x.listener.lastDeliveryTime()
+		if last.Before(start) {
+			last = start
+		}
+		if time.Since(last) >= shutdownQuiet {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// fail handles a broken Extensions API: push what is buffered, report, and
+// return err for the process to exit.
+func (x *extension) fail(ctx context.Context, err error) error {
+	x.stopBackground()
+	<-x.backgroundDone
+	if x.holding || x.shipper.acquire(ctx) {
+		fctx, cancel := context.WithTimeout(ctx, time.Second)
+		x.shipper.flush(fctx)
+		cancel()
+	}
+	x.api.exitError(ctx, "Extension.NextFailed", err)
+	return err
+}
+
+// version returns the module version the binary was built from.
+func version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "devel"
+}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+)
+
+const (
+	telemetryAPIVersion = "2022-07-01"
+
+	// schemaVersion is required on Lambda Managed Instances and gives JSON
+	// log records as objects; oldSchemaVersion is the fallback for a
+	// platform that answers 400 to it.
+	schemaVersion    = "2025-01-29"
+	oldSchemaVersion = "2022-12-13"
+)
+
+// errTelemetryUnsupported means the Telemetry API accepted the subscription
+// with 202: a local emulator that will never deliver anything.
+var errTelemetryUnsupported = errors.New("the Telemetry API is not supported here (202); no logs will be shipped")
+
+// subscribeRequest is the body of PUT /2022-07-01/telemetry.
+type subscribeRequest struct {
+	SchemaVersion string      `json:"schemaVersion"`
+	Types         []string    `json:"types"`
+	Buffering     buffering   `json:"buffering"`
+	Destination   destination `json:"destination"`
+}
+
+// buffering tells Lambda how long and how much to batch before a delivery.
+type buffering struct {
+	MaxItems  int `json:"maxItems"`
+	MaxBytes  int `json:"maxBytes"`
+	TimeoutMs int `json:"timeoutMs"`
+}
+
+// destination is where Lambda POSTs telemetry batches.
+type destination struct {
+	Protocol string `json:"protocol"`
+	URI      string `json:"URI"`
+}
+
+// newSubscribeRequest asks for types, delivered to the listener on port.
+func newSubscribeRequest(types []string, buf buffering, port int) subscribeRequest {
+	return subscribeRequest{
+		SchemaVersion: schemaVersion,
+		Types:         types,
+		Buffering:     buf,
+		Destination: destination{
+			Protocol: "HTTP",
+			URI:      "http://sandbox.localdomain:" + strconv.Itoa(port),
+		},
+	}
+}
+
+// subscribe subscribes to the Telemetry API; it must happen before the first
+// /next. It retries once with the older schema if the newest is refused with
+// 400, and returns errTelemetryUnsupported on 202.
+func (c *extensionClient) subscribe(ctx context.Context, sr subscribeRequest) error {
+	err := c.putSubscription(ctx, sr)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.status == http.StatusBadRequest {
+		sr.SchemaVersion = oldSchemaVersion
+		if err2 := c.putSubscription(ctx, sr); err2 == nil || errors.Is(err2, errTelemetryUnsupported) {
+			return err2
+		}
+	}
+	return err
+}
+
+func (c *extensionClient) putSubscription(ctx context.Context, sr subscribeRequest) error {
+	body, err := json.Marshal(sr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
+	defer cancel()
+	url := c.baseURL + "/" + telemetryAPIVersion + "/telemetry"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set(headerExtensionIdentifier, c.id)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusAccepted:
+		io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+		return errTelemetryUnsupported
+	case resp.StatusCode/100 == 2:
+		io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+		return nil
+	default:
+		return fmt.Errorf("schema %s: %w", sr.SchemaVersion, readAPIError(resp))
+	}
+}
