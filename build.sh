@@ -2,6 +2,7 @@
 # Builds the extension for linux/amd64 and linux/arm64 and packs each into a
 # Lambda layer zip: dist/loki-extension-<arch>.zip holding extensions/loki-extension.
 # Builds are reproducible: two runs give byte-identical zips.
+# "./build.sh demo" then runs the local end-to-end demo (e2e/run.sh demo).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -27,3 +28,7 @@ for arch in amd64 arm64; do
     "$(stat -c %s "$stage/extensions/$name")" "$(stat -c %s "dist/$name-$arch.zip")"
   rm -rf "$stage"
 done
+
+if [ "${1:-}" = demo ]; then
+  exec e2e/run.sh demo
+fi

@@ -11,7 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -193,18 +193,18 @@ func validLabelName(name string) bool {
 
 // streamJSON renders a stream's label set as a JSON object, keys sorted.
 func streamJSON(labels map[string]string, src source) []byte {
-	all := map[string]string{"source": src.String()}
+	all := map[string]string{}
 	for k, v := range labels {
 		all[k] = v
 	}
+	all["source"] = src.String()
+	keys := make([]string, 0, len(all))
+	for k := range all {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
 	b := []byte{'{'}
-	for i, k := range slices.Sorted(func(yield func(string) bool) {
-		for k := range all {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for i, k := range keys {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -646,7 +646,7 @@ func rejectedLines(body string, n int) (rejected, tooOld int) {
 		rest = rest[i+len(total):]
 		digits := len(rest) - len(strings.TrimLeft(rest, "0123456789"))
 		k, _ := strconv.Atoi(rest[:digits])
-		rejected += k
+		rejected += min(max(k, 0), n)
 	}
 	if !strings.Contains(body, total) {
 		for line := range strings.SplitSeq(body, "\n") {

@@ -20,13 +20,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -248,14 +246,6 @@ func run(ctx context.Context, getenv func(string) string, name string, logger *l
 		}
 		return err
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
-	go func() {
-		for range sigs {
-			x.shipper.requestFlush() // Lambda ends us with SHUTDOWN, not signals
-		}
-	}()
 	for {
 		ev, err := api.next(ctx)
 		if err != nil {

@@ -213,15 +213,20 @@ run_mode() {
 	mkdir -p "$MDIR"
 	trap mode_cleanup EXIT
 	trap 'exit 143' TERM INT
-	local rc=0
+	local rc=0 i
 	case $MODE in
 	lmi)
 		start_store
 		invoke_emulator lmi 20 50 mixed 1 0 LOKI_LABELS=env=e2e,tier=lmi
 		# No INVOKE event comes in LMI mode: the extension must push on its own
 		# (LOKI_FLUSH_INTERVAL, 1 s) while the environment lives on.
-		sleep 3
-		force_flush
+		for ((i = 0; i < 10; i++)); do
+			sleep 1
+			force_flush
+			"$BIN/check" -url "$VL_URL" -service "$FN" -responses "$OUT/responses.jsonl" \
+				-invocations 20 >/dev/null 2>&1 && break
+		done
+		log "lmi: waited $((i + 1)) s for the lines before SHUTDOWN"
 		check -mode lmi-before-shutdown -invocations 20 -labels env=e2e,tier=lmi || rc=1
 		shutdown_emulator
 		check -mode lmi -invocations 20 -labels env=e2e,tier=lmi -want-stats -want-reports || rc=1

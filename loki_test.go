@@ -1,0 +1,357 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// decodeBody decodes what shipper.encode wrote.
+func decodeBody(t testing.TB, body []byte) pushRequest {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req pushRequest
+	if err := json.Unmarshal(raw, &req); err != nil {
+		t.Fatalf("invalid JSON %q: %v", raw, err)
+	}
+	return req
+}
+
+func testShipper(t testing.TB, target lokiTarget) (*shipper, *bytes.Buffer) {
+	out := &bytes.Buffer{}
+	if target.labels == nil {
+		target.labels = map[string]string{"service_name": "orders-api"}
+	}
+	s := newShipper(target, newBatch(8<<20, 1<<20), &onceLogger{log: log.New(out, "", 0), seen: map[string]bool{}}, "test")
+	return s, out
+}
+
+func TestEncodeGroupsStreamsAndKeepsOrder(t *testing.T) {
+	s, _ := testShipper(t, lokiTarget{labels: map[string]string{"service_name": "orders-api", "env": `pr"od\`}})
+	es := []entry{
+		{ts: 1, line: "first", src: sourceFunction, meta: metadata{requestID: "r1", level: "info"}},
+		{ts: 2, line: "REPORT", src: sourcePlatform, meta: metadata{eventType: "platform.report", requestID: "r1"}},
+		{ts: 3, line: "second\twith \"quotes\"\n\x00", src: sourceFunction},
+		{ts: 4, line: "bad utf8 \xff end", src: sourceFunction, meta: metadata{traceID: "1-abc"}},
+	}
+	s.encode(es)
+	got := decodeBody(t, s.body.Bytes())
+	type stream = struct {
+		Stream map[string]string `json:"stream"`
+		Values []pushValue       `json:"values"`
+	}
+	want := pushRequest{Streams: []stream{
+		{Stream: map[string]string{"service_name": "orders-api", "env": `pr"od\`, "source": "function"},
+			Values: []pushValue{
+				{TS: 1, Line: "first", Meta: map[string]string{"request_id": "r1", "level": "info"}},
+				{TS: 3, Line: "second\twith \"quotes\"\n\x00"},
+				{TS: 4, Line: "bad utf8 \ufffd end", Meta: map[string]string{"trace_id": "1-abc"}},
+			}},
+		{Stream: map[string]string{"service_name": "orders-api", "env": `pr"od\`, "source": "platform"},
+			Values: []pushValue{{TS: 2, Line: "REPORT", Meta: map[string]string{"request_id": "r1", "event_type": "platform.report"}}}},
+	}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("push body (-want +got):\n%s", diff)
+	}
+}
+
+func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
+	for _, s := range []string{"", "plain", "quote\" backslash\\ slash/", "\x00\x1f\x7f", "tab\tnl\ncr\r",
+		"é ü 日本 🎉", "\xff\xfe", "a\xc3", "\u2028\u2029", "<html>&"} {
+		got := appendJSONString(nil, s)
+		var back string
+		if err := json.Unmarshal(got, &back); err != nil {
+			t.Errorf("%q: invalid JSON %s: %v", s, got, err)
+			continue
+		}
+		want, _ := json.Marshal(s) // encoding/json also turns invalid UTF-8 into U+FFFD
+		var wantBack string
+		json.Unmarshal(want, &wantBack)
+		if back != wantBack {
+			t.Errorf("%q: decodes to %q, want %q", s, back, wantBack)
+		}
+	}
+}
+
+func TestParseLabels(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in      string
+		want    map[string]string
+		wantErr string
+	}{
+		{"", map[string]string{}, ""},
+		{"env=prod, team = payments ,", map[string]string{"env": "prod", "team": "payments"}, ""},
+		{"url=https://x/?a=b", map[string]string{"url": "https://x/?a=b"}, ""},
+		{"service_name=shop", map[string]string{"service_name": "shop"}, ""},
+		{"env", nil, `"env" is not name=value`},
+		{"bad-name=x", nil, `label name "bad-name" must match`},
+		{"1x=y", nil, `label name "1x" must match`},
+		{"__name__=x", nil, "reserved"},
+		{"source=x", nil, `label "source" is set by the extension`},
+		{"env=", nil, "empty value"},
+		{"a=1,b=1,c=1,d=1,e=1,f=1,g=1,h=1,i=1,j=1,k=1,l=1,m=1,n=1", nil, "at most 13 labels"},
+	} {
+		got, err := parseLabels(tc.in)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("parseLabels(%q): error %v, want one containing %q", tc.in, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("parseLabels(%q): %v", tc.in, err)
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("parseLabels(%q) (-want +got):\n%s", tc.in, diff)
+		}
+	}
+}
+
+func TestPushURL(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"https://logs-prod-012.grafana.net":                     "https://logs-prod-012.grafana.net/loki/api/v1/push",
+		"https://logs-prod-012.grafana.net/":                    "https://logs-prod-012.grafana.net/loki/api/v1/push",
+		"http://127.0.0.1:9428/insert":                          "http://127.0.0.1:9428/insert/loki/api/v1/push",
+		"http://loki:3100/loki/api/v1/push":                     "http://loki:3100/loki/api/v1/push",
+		"https://user:secret@logs.example.net/loki/api/v1/push": "https://logs.example.net/loki/api/v1/push",
+	} {
+		u, err := url.Parse(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := pushURL(u); got != want {
+			t.Errorf("pushURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestRetryableForEveryStatus(t *testing.T) {
+	t.Parallel()
+	for status := 200; status <= 599; status++ {
+		want := status == 429 || status >= 500
+		if got := retryable(status); got != want {
+			t.Errorf("retryable(%d) = %t, want %t", status, got, want)
+		}
+	}
+}
+
+func TestRejectedLines(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name             string
+		body             string
+		n                int
+		rejected, tooOld int
+	}{
+		{"total ignored", "entry with timestamp 2024-11-25 08:00:00 +0000 UTC ignored, reason: 'entry too far behind, entry timestamp is: 2024-11-25T08:00:00Z, oldest acceptable timestamp is: 2024-11-25T09:15:30Z',\nuser 'fake', total ignored: 1 out of 3 for stream: {service_name=\"orders-api\"}", 3, 1, 1},
+		{"two streams", "total ignored: 2 out of 5 for stream: {a=\"1\"}\ntotal ignored: 3 out of 4 for stream: {a=\"2\"}", 9, 5, 0},
+		{"per-entry lines", "max entry size '262144' bytes exceeded for stream '{service_name=\"orders-api\"}' while adding an entry with length '300000' bytes\nentry for stream '{service_name=\"orders-api\"}' has timestamp too old: 2024-11-10T10:00:00Z", 10, 2, 2},
+		{"unknown text", "couldn't parse push request: unexpected EOF", 7, 7, 0},
+		{"count over n", "total ignored: 99 out of 99", 4, 4, 0},
+		{"empty", "", 3, 3, 0},
+	} {
+		rejected, tooOld := rejectedLines(tc.body, tc.n)
+		if rejected != tc.rejected || tooOld != tc.tooOld {
+			t.Errorf("%s: rejectedLines = %d, %d; want %d, %d", tc.name, rejected, tooOld, tc.rejected, tc.tooOld)
+		}
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Duration{
+		"":                              0,
+		"2":                             2 * time.Second,
+		"-1":                            0,
+		"soon":                          0,
+		"999999":                        time.Hour,
+		"Wed, 01 Jan 2025 00:00:05 GMT": 5 * time.Second,
+		"Tue, 31 Dec 2024 00:00:05 GMT": 0,
+	} {
+		if got := parseRetryAfter(in, now); got != want {
+			t.Errorf("parseRetryAfter(%q) = %v, want %v", in, got, want)
+		}
+	}
+}
+
+// TestPushOutcomes runs one flush against a Loki that answers with each
+// status and checks where every line ends up.
+func TestPushOutcomes(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		replies    []int
+		body       string
+		wantSent   int64
+		wantDrop   int64
+		wantQueued int
+		wantLog    string
+	}{
+		{"204", []int{204}, "", 4, 0, 0, ""},
+		{"500 then 204", []int{500, 204}, "", 4, 0, 0, "will retry"},
+		{"400 partial", []int{400}, "user 'fake', total ignored: 1 out of 4 for stream: {service_name=\"orders-api\"}", 3, 1, 0, "rejected 1 of 4"},
+		{"401", []int{401}, "unauthorized", 0, 4, 0, "LOKI_USERNAME"},
+		{"404", []int{404}, "404 page not found", 0, 4, 0, "check LOKI_URL"},
+		{"413 splits", []int{413, 204, 204}, "", 4, 0, 0, ""},
+		{"413 splits to one line each", []int{413, 413, 204, 204, 413, 204, 204}, "", 4, 0, 0, ""},
+		{"503 always", []int{503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 503}, "", 0, 0, 4, "will retry"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var mu sync.Mutex
+			var sizes []int
+			n := 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				req, err := decodePush(r)
+				if err != nil {
+					t.Error(err)
+				}
+				mu.Lock()
+				status := 503
+				if n < len(tc.replies) {
+					status = tc.replies[n]
+				}
+				n++
+				lines := 0
+				for _, s := range req.Streams {
+					lines += len(s.Values)
+				}
+				sizes = append(sizes, lines)
+				mu.Unlock()
+				w.WriteHeader(status)
+				io.WriteString(w, tc.body)
+			}))
+			t.Cleanup(srv.Close)
+			s, out := testShipper(t, lokiTarget{pushURL: srv.URL + pushPath})
+			now := time.Now().UnixNano()
+			s.batch.add([]entry{{ts: now, line: "a"}, {ts: now, line: "b"}, {ts: now, line: "c"}, {ts: now, line: "d"}})
+			ctx, cancel := context.WithTimeout(t.Context(), 400*time.Millisecond)
+			defer cancel()
+			s.flush(ctx)
+			c := s.batch.counters()
+			if c.sent != tc.wantSent || c.droppedLoki != tc.wantDrop {
+				t.Errorf("sent %d, dropped %d; want %d, %d", c.sent, c.droppedLoki, tc.wantSent, tc.wantDrop)
+			}
+			if got := len(s.batch.entries); got != tc.wantQueued {
+				t.Errorf("%d lines still queued, want %d", got, tc.wantQueued)
+			}
+			if s.batch.inflight != 0 {
+				t.Errorf("%d bytes left in flight", s.batch.inflight)
+			}
+			if !strings.Contains(out.String(), tc.wantLog) || (tc.wantLog == "" && out.Len() > 0) {
+				t.Errorf("output %q, want %q", out.String(), tc.wantLog)
+			}
+			if strings.Count(out.String(), "\n") > 1 {
+				t.Errorf("more than one message: %q", out.String())
+			}
+			if strings.HasPrefix(tc.name, "413") && sizes[len(sizes)-1] == 4 {
+				t.Errorf("413 did not split: request sizes %v", sizes)
+			}
+		})
+	}
+}
+
+func TestPushHeaders(t *testing.T) {
+	t.Parallel()
+	var got http.Header
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Clone()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	cfg, err := loadConfig(mapEnv(map[string]string{"LOKI_URL": srv.URL, "LOKI_USERNAME": "123456",
+		"LOKI_PASSWORD": "glc_token", "LOKI_TENANT_ID": "team-a"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := testShipper(t, cfg.target)
+	s.batch.add([]entry{{ts: 1, line: "x"}})
+	if err := s.flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"Content-Type": "application/json", "Content-Encoding": "gzip",
+		"Authorization": "Basic MTIzNDU2OmdsY190b2tlbg==", "X-Scope-Orgid": "team-a", "User-Agent": "loki-extension/test"}
+	for k, v := range want {
+		if got.Get(k) != v {
+			t.Errorf("header %s = %q, want %q", k, got.Get(k), v)
+		}
+	}
+}
+
+// jsonRoundTrip is what encoding/json makes of s: invalid UTF-8 bytes
+// become U+FFFD.
+func jsonRoundTrip(s string) string {
+	b, _ := json.Marshal(s)
+	var back string
+	json.Unmarshal(b, &back)
+	return back
+}
+
+// FuzzLokiEncode: any lines and labels give a valid body that decodes back
+// to the same lines, labels and metadata, in order.
+func FuzzLokiEncode(f *testing.F) {
+	f.Add("plain line", "env", "prod", "8f5c0a61-0d4e-4c1e-9f55-3c0b2c7e9a10")
+	f.Add(`{"level":"INFO","message":"ok"}`, "team", `a"b`, "")
+	f.Add("\xff\x00\n\t\"\\</script>", "source", "\u2028", "\xc3")
+	f.Fuzz(func(t *testing.T, line, labelName, labelValue, requestID string) {
+		s, _ := testShipper(t, lokiTarget{labels: map[string]string{"service_name": "f", labelName: labelValue}})
+		s.encode([]entry{{ts: 1, line: line, meta: metadata{requestID: requestID}}, {ts: 2, line: line + "2", src: sourceExtension}})
+		req := decodeBody(t, s.body.Bytes())
+		wantLabels := map[string]string{"service_name": "f"}
+		wantLabels[jsonRoundTrip(labelName)] = jsonRoundTrip(labelValue)
+		wantLabels["source"] = "function" // the extension's source label always wins
+		var wantMeta map[string]string
+		if requestID != "" {
+			wantMeta = map[string]string{"request_id": jsonRoundTrip(requestID)}
+		}
+		got := req.Streams[0]
+		if diff := cmp.Diff(wantLabels, got.Stream); diff != "" {
+			t.Errorf("labels (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff([]pushValue{{TS: 1, Line: jsonRoundTrip(line), Meta: wantMeta}}, got.Values); diff != "" {
+			t.Errorf("values (-want +got):\n%s", diff)
+		}
+		if len(req.Streams) != 2 || len(req.Streams[1].Values) != 1 || req.Streams[1].Values[0].Line != jsonRoundTrip(line+"2") {
+			t.Errorf("second stream: %+v", req.Streams[1:])
+		}
+	})
+}
+
+// FuzzRejectedLines: any Loki answer gives a count between 1 and the lines
+// sent, with the too-old ones among them.
+func FuzzRejectedLines(f *testing.F) {
+	f.Add("user 'fake', total ignored: 1 out of 3 for stream: {service_name=\"orders-api\"}", 3)
+	f.Add("entry for stream '{a=\"b\"}' has timestamp too old: 2024-11-10T10:00:00Z\nmax entry size '262144' bytes exceeded for stream '{a=\"b\"}'", 5)
+	f.Add("total ignored: 99999999999999999999999 out of 1", 2)
+	f.Add("total ignored: -3 out of", 1)
+	f.Fuzz(func(t *testing.T, body string, n int) {
+		if n < 1 || n > 1<<20 {
+			return
+		}
+		rejected, tooOld := rejectedLines(body, n)
+		if rejected < 1 || rejected > n || tooOld < 0 || tooOld > rejected {
+			t.Errorf("rejectedLines(%q, %d) = %d, %d", body, n, rejected, tooOld)
+		}
+	})
+}
