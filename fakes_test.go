@@ -81,7 +81,17 @@ func (f *fakeLambda) next(w http.ResponseWriter, r *http.Request) {
 	f.nextCalls <- struct{}{}
 	select {
 	case ev := <-f.events:
-		json.NewEncoder(w).Encode(ev)
+		wire := map[string]any{"eventType": ev.EventType, "deadlineMs": ev.DeadlineMs}
+		if ev.EventType == "INVOKE" {
+			wire["requestId"] = ev.RequestID
+			wire["invokedFunctionArn"] = "arn:aws:lambda:eu-west-1:111122223333:function:orders-api"
+			if ev.Tracing.Value != "" {
+				wire["tracing"] = map[string]string{"type": ev.Tracing.Type, "value": ev.Tracing.Value}
+			}
+		} else {
+			wire["shutdownReason"] = ev.ShutdownReason
+		}
+		json.NewEncoder(w).Encode(wire)
 	case <-r.Context().Done():
 	}
 }

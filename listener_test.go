@@ -158,9 +158,12 @@ func TestListenerRejectsBadBodies(t *testing.T) {
 		`[] []`:                http.StatusBadRequest,
 		`[{"type":"function","record":"x"}] trailing`:                       http.StatusBadRequest,
 		`[` + strings.Repeat(`"x",`, maxBodyBytes/4) + `"x"]`:               http.StatusRequestEntityTooLarge,
-		`[` + strings.Repeat("[", 20000) + strings.Repeat("]", 20000) + `]`: http.StatusBadRequest,
-		`[]`:      http.StatusOK,
-		" [ ] \n": http.StatusOK,
+		`[` + strings.Repeat("[", 20000) + strings.Repeat("]", 19999) + `]`: http.StatusBadRequest,
+		`[{"type":"function","record":"x"}`:                                 http.StatusBadRequest,
+		`[{"type":"function","record":"\x"}]`:                               http.StatusBadRequest,
+		`[{"type":"function","record":01}]`:                                 http.StatusBadRequest,
+		`[]`:                                                                http.StatusOK,
+		" [ ] \n":                                                           http.StatusOK,
 	} {
 		l := testListener(defaultTypes)
 		if got := post(l, body); got != want {
@@ -293,4 +296,72 @@ func BenchmarkListener(b *testing.B) {
 		l.batch.settle(l.batch.take(1 << 30))
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(events)), "ns/line")
+}
+
+// FuzzJSONReader: the reader agrees with encoding/json on what is valid
+// JSON and on what strings decode to.
+func FuzzJSONReader(f *testing.F) {
+	for _, seed := range []string{`{"a":[1,2.5e-3,true,false,null,"x\u00e9\ud83c\udf89"]}`, `[]`, ` "\ud800x" `,
+		`{"a":1,}`, `[1 2]`, `-01`, `1.`, `"\x"`, "\"\t\"", `{"a" 1}`, `[[[[]]]]`, `{"\u0061":{}}`, "\"\xff\""} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		start := skipSpace(b, 0)
+		end := skipValue(b, start)
+		ours := end >= 0 && skipSpace(b, end) == len(b)
+		if want := json.Valid(b); ours != want {
+			t.Fatalf("valid(%q): ours %t, encoding/json %t", b, ours, want)
+		}
+		if !ours {
+			return
+		}
+		checkWalk(t, b[start:end])
+		if b[start] != '"' {
+			return
+		}
+		got, ok := jsonString(b[start:end])
+		var want string
+		if err := json.Unmarshal(b, &want); err != nil || !ok {
+			t.Fatalf("string %q: ok %t, encoding/json: %v", b, ok, err)
+		}
+		if jsonRoundTrip(got) != want {
+			t.Errorf("string %q: ours %q, encoding/json %q", b, got, want)
+		}
+	})
+}
+
+// checkWalk walks a valid value with members and elements, requiring every
+// key to be a string and every value it yields to be valid JSON.
+func checkWalk(t *testing.T, v []byte) {
+	t.Helper()
+	members(v, func(k, v []byte) {
+		if !json.Valid(append(append([]byte{'"'}, k...), '"')) || !json.Valid(v) {
+			t.Fatalf("member %q: %q", k, v)
+		}
+		checkWalk(t, v)
+	})
+	elements(v, func(v []byte) {
+		if !json.Valid(v) {
+			t.Fatalf("element %q", v)
+		}
+		checkWalk(t, v)
+	})
+}
+
+func TestMembersAndElements(t *testing.T) {
+	t.Parallel()
+	obj := []byte(` { "a" : [1, {"b": "c"}] , "d\"e" : "f" , "g":{} } `)
+	var keys, values []string
+	members(obj, func(k, v []byte) { keys, values = append(keys, string(k)), append(values, string(v)) })
+	if diff := cmp.Diff([]string{"a", `d\"e`, "g"}, keys); diff != "" {
+		t.Errorf("keys (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{`[1, {"b": "c"}]`, `"f"`, `{}`}, values); diff != "" {
+		t.Errorf("values (-want +got):\n%s", diff)
+	}
+	var elems []string
+	elements([]byte(`[ 1 ,"x", [ ] ,{"a":1}]`), func(v []byte) { elems = append(elems, string(v)) })
+	if diff := cmp.Diff([]string{"1", `"x"`, "[ ]", `{"a":1}`}, elems); diff != "" {
+		t.Errorf("elements (-want +got):\n%s", diff)
+	}
 }

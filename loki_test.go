@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -354,4 +355,36 @@ func FuzzRejectedLines(f *testing.F) {
 			t.Errorf("rejectedLines(%q, %d) = %d, %d", body, n, rejected, tooOld)
 		}
 	})
+}
+
+// benchEntries is a realistic batch: 1000 lines of a web handler's logs.
+func benchEntries() []entry {
+	es := make([]entry, 1000)
+	for i := range es {
+		es[i] = entry{ts: 1732529730100000000 + int64(i), src: sourceFunction,
+			line: fmt.Sprintf("2024-11-25T10:15:30.%03dZ\t%s\tINFO\tGET /orders/%d 200 in %d ms (cache hit, user %d)", i%1000, rid, 1000+i, i%37, i*7919%10007),
+			meta: metadata{requestID: rid, level: "info", traceID: "1-6744a1b2-0a1b2c3d4e5f60718293a4b5"}}
+	}
+	return es
+}
+
+func BenchmarkEncode(b *testing.B) {
+	for _, level := range []int{gzip.BestSpeed, gzip.DefaultCompression} {
+		b.Run(fmt.Sprintf("gzip%d", level), func(b *testing.B) {
+			s, _ := testShipper(b, lokiTarget{})
+			s.zw, _ = gzip.NewWriterLevel(io.Discard, level)
+			es := benchEntries()
+			raw := 0
+			for _, e := range es {
+				raw += len(e.line)
+			}
+			b.SetBytes(int64(raw))
+			b.ReportAllocs()
+			for b.Loop() {
+				s.encode(es)
+			}
+			b.ReportMetric(float64(s.body.Len())/float64(raw), "wire/raw")
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(es)), "ns/line")
+		})
+	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -38,23 +37,22 @@ type extensionClient struct {
 
 // registerResponse is the body of a successful register call.
 type registerResponse struct {
-	FunctionName    string `json:"functionName"`
-	FunctionVersion string `json:"functionVersion"`
+	FunctionName string
 }
 
 // tracing is the X-Ray context of an INVOKE event.
 type tracing struct {
-	Type  string `json:"type"`
-	Value string `json:"value"`
+	Type  string
+	Value string
 }
 
 // lifecycleEvent is an INVOKE or SHUTDOWN event returned by /next.
 type lifecycleEvent struct {
-	EventType      string  `json:"eventType"`
-	DeadlineMs     int64   `json:"deadlineMs"`
-	RequestID      string  `json:"requestId"`
-	ShutdownReason string  `json:"shutdownReason"`
-	Tracing        tracing `json:"tracing"`
+	EventType      string
+	DeadlineMs     int64
+	RequestID      string
+	ShutdownReason string
+	Tracing        tracing
 }
 
 // apiError is a non-success answer of a Lambda API.
@@ -79,10 +77,14 @@ func newExtensionClient(runtimeAPI, name string) *extensionClient {
 // register registers the extension for events and keeps its identifier.
 func (c *extensionClient) register(ctx context.Context, events []string) (registerResponse, error) {
 	var reg registerResponse
-	body, err := json.Marshal(map[string][]string{"events": events})
-	if err != nil {
-		return reg, err
+	body := []byte(`{"events":[`)
+	for i, ev := range events {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = appendJSONString(body, ev)
 	}
+	body = append(body, "]}"...)
 	ctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url("register"), bytes.NewReader(body))
@@ -103,9 +105,15 @@ func (c *extensionClient) register(ctx context.Context, events []string) (regist
 	if c.id == "" {
 		return reg, errors.New("no " + headerExtensionIdentifier + " in the answer")
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&reg); err != nil {
+	obj, err := readObject(resp.Body)
+	if err != nil {
 		return reg, fmt.Errorf("decode answer: %w", err)
 	}
+	members(obj, func(key, v []byte) {
+		if string(key) == "functionName" {
+			reg.FunctionName, _ = jsonString(v)
+		}
+	})
 	return reg, nil
 }
 
@@ -126,9 +134,31 @@ func (c *extensionClient) next(ctx context.Context) (lifecycleEvent, error) {
 	if resp.StatusCode != http.StatusOK {
 		return ev, readAPIError(resp)
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&ev); err != nil {
+	obj, err := readObject(resp.Body)
+	if err != nil {
 		return ev, fmt.Errorf("decode event: %w", err)
 	}
+	members(obj, func(key, v []byte) {
+		switch string(key) {
+		case "eventType":
+			ev.EventType, _ = jsonString(v)
+		case "deadlineMs":
+			ev.DeadlineMs = int64(jsonNumber(v))
+		case "requestId":
+			ev.RequestID, _ = jsonString(v)
+		case "shutdownReason":
+			ev.ShutdownReason, _ = jsonString(v)
+		case "tracing":
+			members(v, func(key, v []byte) {
+				switch string(key) {
+				case "type":
+					ev.Tracing.Type, _ = jsonString(v)
+				case "value":
+					ev.Tracing.Value, _ = jsonString(v)
+				}
+			})
+		}
+	})
 	return ev, nil
 }
 
@@ -143,10 +173,9 @@ func (c *extensionClient) exitError(ctx context.Context, errorType string, cause
 }
 
 func (c *extensionClient) reportError(ctx context.Context, path, errorType string, cause error) error {
-	body, err := json.Marshal(map[string]string{"errorMessage": cause.Error(), "errorType": errorType})
-	if err != nil {
-		return err
-	}
+	body := appendJSONString([]byte(`{"errorMessage":`), cause.Error())
+	body = appendJSONString(append(body, `,"errorType":`...), errorType)
+	body = append(body, '}')
 	ctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url(path), bytes.NewReader(body))
@@ -169,6 +198,18 @@ func (c *extensionClient) reportError(ctx context.Context, path, errorType strin
 
 func (c *extensionClient) url(path string) string {
 	return c.baseURL + "/" + extensionAPIVersion + "/extension/" + path
+}
+
+// readObject reads a response body that must be one JSON object.
+func readObject(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	if !isWhole(b, '{') {
+		return nil, errors.New("not a JSON object")
+	}
+	return b, nil
 }
 
 // readAPIError turns a non-success response into an *apiError holding the

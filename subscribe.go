@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,23 +26,40 @@ var errTelemetryUnsupported = errors.New("the Telemetry API is not supported her
 
 // subscribeRequest is the body of PUT /2022-07-01/telemetry.
 type subscribeRequest struct {
-	SchemaVersion string      `json:"schemaVersion"`
-	Types         []string    `json:"types"`
-	Buffering     buffering   `json:"buffering"`
-	Destination   destination `json:"destination"`
+	SchemaVersion string
+	Types         []string
+	Buffering     buffering
+	Destination   destination
 }
 
 // buffering tells Lambda how long and how much to batch before a delivery.
 type buffering struct {
-	MaxItems  int `json:"maxItems"`
-	MaxBytes  int `json:"maxBytes"`
-	TimeoutMs int `json:"timeoutMs"`
+	MaxItems  int
+	MaxBytes  int
+	TimeoutMs int
 }
 
 // destination is where Lambda POSTs telemetry batches.
 type destination struct {
-	Protocol string `json:"protocol"`
-	URI      string `json:"URI"`
+	Protocol string
+	URI      string
+}
+
+// appendJSON appends the request as the Telemetry API's JSON.
+func (sr subscribeRequest) appendJSON(b []byte) []byte {
+	b = appendJSONString(append(b, `{"schemaVersion":`...), sr.SchemaVersion)
+	b = append(b, `,"types":[`...)
+	for i, t := range sr.Types {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, t)
+	}
+	b = fmt.Appendf(b, `],"buffering":{"maxItems":%d,"maxBytes":%d,"timeoutMs":%d}`,
+		sr.Buffering.MaxItems, sr.Buffering.MaxBytes, sr.Buffering.TimeoutMs)
+	b = appendJSONString(append(b, `,"destination":{"protocol":`...), sr.Destination.Protocol)
+	b = appendJSONString(append(b, `,"URI":`...), sr.Destination.URI)
+	return append(b, "}}"...)
 }
 
 // newSubscribeRequest asks for types, delivered to the listener on port.
@@ -75,10 +91,7 @@ func (c *extensionClient) subscribe(ctx context.Context, sr subscribeRequest) er
 }
 
 func (c *extensionClient) putSubscription(ctx context.Context, sr subscribeRequest) error {
-	body, err := json.Marshal(sr)
-	if err != nil {
-		return err
-	}
+	body := sr.appendJSON(nil)
 	ctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
 	defer cancel()
 	url := c.baseURL + "/" + telemetryAPIVersion + "/telemetry"

@@ -4,8 +4,10 @@
 # (VictoriaLogs), both pinned in e2e/go.mod. See e2e/README.md.
 #
 # Usage: e2e/run.sh [MODE...]     (default: lmi big classic auth)
-#   lmi      LMI emulator (real telemetry), 20 invocations x 50 lines, mixed text/JSON
-#   big      LMI emulator, 4 concurrent workers, 200 invocations x 20 lines, text
+#   lmi      LMI emulator (real telemetry), 20 invocations x 50 lines, text and JSON
+#            lines alternating; checked before SHUTDOWN (periodic flush) and after it
+#   big      LMI emulator, 4 concurrent invocations with interleaved lines,
+#            200 invocations x 20 lines, tenant 42
 #   classic  classic emulator: INVOKE/SHUTDOWN lifecycle, subscribe answered 202
 #   auth     store with basic auth: right credentials deliver, wrong ones are reported
 #   demo     one small LMI run, then prints stored lines and the Grafana query
@@ -61,15 +63,14 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # Each mode runs in its own bash process (so `set -e` and the EXIT trap work),
 # with its own store and emulator; $BIN holds the binaries built by the parent.
 
-VL_PID= RIE_PID=
+VL_PID='' RIE_PID=''
 mode_cleanup() {
 	stop "$RIE_PID" # the emulator's mount namespace, and so its mounts, die with it
 	stop "$VL_PID"
-	# Processes of the sandbox are in the emulator's process groups and get
-	# SIGKILLed by it at shutdown; make sure none outlived it.
-	if [[ -n ${SANDBOX:-} ]] && pgrep -f "^/opt/extensions/loki-extension" >/dev/null 2>&1; then
-		log "WARNING: a loki-extension process outlived the emulator: $(pgrep -af '^/opt/extensions/loki-extension')"
-	fi
+	# The sandbox's processes are in the emulator's process groups and get
+	# SIGKILLed by it at shutdown; the extension's listener port tells if one
+	# outlived it.
+	port_free "$EXT_PORT" || log "WARNING: port $EXT_PORT is still in use: did a loki-extension outlive the emulator?"
 }
 
 # start_store [extra flags]: a fresh VictoriaLogs with an empty data dir.
@@ -120,12 +121,13 @@ invoke_emulator() {
 		port_free "$p" || die "port $p is in use"
 	done
 	local envs=(PATH="$SYS_PATH" HOME=/tmp AWS_LAMBDA_FUNCTION_NAME="$FN"
-		AWS_LAMBDA_FUNCTION_TIMEOUT=30 LOKI_URL="$VL_URL/insert" "$@")
+		AWS_LAMBDA_FUNCTION_TIMEOUT=10 LOKI_URL="$VL_URL/insert" "$@")
 	[[ $conc == classic ]] || envs+=(AWS_LAMBDA_MAX_CONCURRENCY="$conc")
 	log "$name: emulator (concurrency $conc), $n invocations x $m lines ($format, ${delay}ms apart), function $FN"
 	# A private mount namespace gives the emulator its fixed paths without
 	# touching the host; the mounts vanish when the process exits. unshare and
 	# sh exec into the emulator, so $! is the emulator's pid.
+	# shellcheck disable=SC2016 # $0 and $1 are expanded by that sh
 	env -i "${envs[@]}" unshare -m --propagation private sh -c '
 		mount --bind "$0/opt" /opt && mount --bind "$0/var" /var &&
 		mount --bind "$0/hosts" /etc/hosts && cd /var/task &&
@@ -149,15 +151,19 @@ invoke_emulator() {
 	[[ $conc == classic ]] || clients=$conc
 	for ((c = 0; c < clients; c++)); do
 		(
-			fails=0
+			fails=0 body=$OUT/body.$c
 			for ((i = c; i < n; i += clients)); do
-				if curl -sS --max-time 30 -X POST "http://127.0.0.1:$RIE_PORT/2015-03-31/functions/function/invocations" \
-					-d "{\"run\":\"$RUN\",\"inv\":$i,\"lines\":$m,\"format\":\"$format\",\"delayMs\":$delay}" >>"$OUT/responses.$c"; then
+				rm -f "$body"
+				code=$(curl -sS --max-time 15 -o "$body" -w '%{http_code}' \
+					-X POST "http://127.0.0.1:$RIE_PORT/2015-03-31/functions/function/invocations" \
+					-d "{\"run\":\"$RUN\",\"inv\":$i,\"lines\":$m,\"format\":\"$format\",\"delayMs\":$delay}") || true
+				if [[ $code == 200 ]]; then
+					cat "$body" >>"$OUT/responses.$c"
 					echo >>"$OUT/responses.$c"
 					fails=0
 				else
-					echo "invocation $i failed" >>"$OUT/responses.$c"
-					((++fails < 3)) || break # the emulator is gone: stop early
+					echo "invocation $i failed: HTTP $code $(head -c 200 "$body" 2>/dev/null)" >>"$OUT/responses.$c"
+					((++fails < 3)) || break # the emulator is stuck or gone: stop early
 				fi
 			done
 		) &
@@ -204,6 +210,22 @@ run_emulator() {
 	shutdown_emulator
 }
 
+# telemetry_ok NAME: the emulator dropped no telemetry batch. It drops a batch
+# when the extension has not yet answered the previous POST (one in flight per
+# subscriber, as Lambda does); its LMI relay then also deadlocks (it sends
+# platform.logsDropped to its own event channel), so that later invocations
+# hang and fail with Runtime.Unavailable.
+telemetry_ok() {
+	local n
+	n=$(grep -c 'could not send batch to telemetry Subscriber' "$OUT/emulator.log") || true
+	if [[ $n != 0 ]]; then
+		log "$1: the emulator dropped $n telemetry batch(es): the extension's listener had not answered" \
+			"the previous POST when the next batch was due (see the emulator log; the emulator's relay" \
+			"deadlocks after a drop, so later invocations fail with Runtime.Unavailable)"
+		return 1
+	fi
+}
+
 check() { "$BIN/check" -url "$VL_URL" "${AUTH_CHECK[@]}" -service "$FN" -responses "$OUT/responses.jsonl" "$@" | tee -a "$SUMMARY"; }
 
 AUTH_CURL=() AUTH_CHECK=()
@@ -231,12 +253,14 @@ run_mode() {
 		shutdown_emulator
 		check -mode lmi -invocations 20 -labels env=e2e,tier=lmi -want-stats -want-reports || rc=1
 		emulator_ok lmi || rc=1
+		telemetry_ok lmi || rc=1
 		;;
 	big)
 		start_store
 		run_emulator big 200 20 mixed "${E2E_BIG_CONCURRENCY:-4}" 2 LOKI_TENANT_ID=42
 		check -mode big -tenant 42 -invocations 200 -want-stats -want-reports || rc=1
 		emulator_ok big || rc=1
+		telemetry_ok big || rc=1
 		;;
 	classic)
 		start_store
@@ -259,6 +283,7 @@ run_mode() {
 		run_emulator auth-ok 10 20 json 1 0 LOKI_USERNAME=e2euser LOKI_PASSWORD=e2e-secret
 		check -mode auth-ok -invocations 10 -want-stats -want-reports || rc=1
 		emulator_ok auth-ok || rc=1
+		telemetry_ok auth-ok || rc=1
 		run_emulator auth-wrong 5 10 mixed 1 0 LOKI_USERNAME=e2euser LOKI_PASSWORD=wrong
 		check -mode auth-wrong -invocations 5 -want-none || rc=1
 		emulator_ok auth-wrong || rc=1
@@ -311,7 +336,7 @@ fi
 
 # -------------------------------------------------------------------- main --
 [[ $(id -u) == 0 ]] || die "must run as root (unshare -m and bind mounts; LMI runs the sandbox as uid 993)"
-for t in go curl unshare mount pgrep; do
+for t in go curl unshare mount timeout; do
 	command -v "$t" >/dev/null || die "$t is required"
 done
 MODES=("$@")
@@ -366,11 +391,11 @@ for mode in "${MODES[@]}"; do
 			log "last lines of $f:"
 			grep -vE $'\tINFO\tline |"message":"line ' "$f" | tail -n 40 >&2
 		done
-		for f in "$WORK/$mode"/victoria-logs.log; do
-			[[ -f $f ]] || continue
+		f=$WORK/$mode/victoria-logs.log
+		if [[ -f $f ]]; then
 			log "warnings and errors in $f:"
 			grep -E '\s(warn|error|fatal|panic)\s' "$f" | tail -n 10 >&2 || true
-		done
+		fi
 	fi
 done
 
