@@ -379,7 +379,11 @@ func (s *shipper) push(ctx context.Context, es []entry) error {
 	default:
 		s.batch.settle(es)
 		s.batch.count(func(c *counters) { c.droppedLoki += int64(len(es)) })
-		s.log.once("push "+strconv.Itoa(status), "loki answered %d, dropping %d lines: %s%s", status, len(es), firstLine(body), hint(status))
+		msg := fmt.Sprintf("loki answered %d %s, dropping %d lines", status, http.StatusText(status), len(es))
+		if line := firstLine(body); line != "" {
+			msg += ": " + line
+		}
+		s.log.once("push "+strconv.Itoa(status), "%s%s", msg, hint(status))
 		return nil
 	}
 }

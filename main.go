@@ -20,11 +20,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -246,6 +248,16 @@ func run(ctx context.Context, getenv func(string) string, name string, logger *l
 		}
 		return err
 	}
+	// Lambda ends extensions with SHUTDOWN, not signals; a stray SIGTERM or
+	// SIGINT only asks for a flush.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	go func() {
+		for range sigs {
+			x.shipper.requestFlush()
+		}
+	}()
 	for {
 		ev, err := api.next(ctx)
 		if err != nil {
