@@ -38,7 +38,8 @@ type entry struct {
 	line   string
 	src    source
 	meta   metadata
-	nbytes int // set by add: the bytes it holds against the cap
+	report bool // the extension's own stats line, not counted as a line
+	nbytes int  // set by add: the bytes it holds against the cap
 }
 
 // metadata is the structured metadata of an entry; empty fields are omitted.
@@ -169,11 +170,11 @@ func (b *batch) requeue(es []entry) {
 	b.entries = append(es[:len(es):len(es)], b.entries...)
 }
 
-// discard drops everything queued and returns how many entries that was.
+// discard drops everything queued and returns how many lines that was.
 func (b *batch) discard() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	n := len(b.entries)
+	n := lineCount(b.entries)
 	b.entries, b.queued = nil, 0
 	return n
 }
@@ -197,6 +198,17 @@ func (b *batch) counters() counters {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.stats
+}
+
+// lineCount counts the entries that are log lines, not reports.
+func lineCount(es []entry) int {
+	n := 0
+	for i := range es {
+		if !es[i].report {
+			n++
+		}
+	}
+	return n
 }
 
 func sizeOf(es []entry) int {

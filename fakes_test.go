@@ -21,6 +21,8 @@ import (
 // waitLimit bounds every wait in the tests.
 const waitLimit = 10 * time.Second
 
+const debugLoki = false
+
 // replyLost is a fakeLoki reply: store the push, then drop the connection.
 const replyLost = -1
 
@@ -249,6 +251,13 @@ func (l *fakeLoki) push(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusNoContent
 	if l.reply != nil {
 		status = l.reply(n, w)
+	}
+	if debugLoki {
+		cnt := 0
+		for _, st := range req.Streams {
+			cnt += len(st.Values)
+		}
+		fmt.Printf("loki req %d: %d entries -> %d (ctx err %v)\n", n, cnt, status, r.Context().Err())
 	}
 	switch {
 	case status == 0:

@@ -37,8 +37,15 @@ const (
 	// they are dropped before the next push.
 	idleReconnect = 30 * time.Second
 	// breakerThreshold consecutive failed flushes stop end-of-invocation
-	// flushes from waiting on Loki until a push succeeds again.
-	breakerThreshold = 3
+	// flushes from waiting on Loki until a push succeeds again, or the
+	// cool-down (breakerCooldown, doubling up to breakerMaxCooldown) ends.
+	breakerThreshold   = 3
+	breakerCooldown    = 2 * time.Second
+	breakerMaxCooldown = time.Minute
+	// probeBytes caps the first request of a flush while the breaker is open.
+	probeBytes = 64 << 10
+	// lastRequestBytes caps the requests of the flush at SHUTDOWN.
+	lastRequestBytes = 1 << 20
 	// maxResponseBody is how much of a Loki error answer is read.
 	maxResponseBody = 64 << 10
 	// gzipLevel: BestSpeed costs a fraction of the default level's CPU for
@@ -73,13 +80,16 @@ type shipper struct {
 	gate chan struct{}
 
 	// Used only by the gate holder.
-	body     bytes.Buffer
-	zw       *gzip.Writer
-	scratch  []byte
-	lastPush time.Time
+	body         bytes.Buffer
+	zw           *gzip.Writer
+	scratch      []byte
+	lastPush     time.Time
+	lastDuration time.Duration // of the last request that got an answer
 
 	mu        sync.Mutex // guards the fields below
 	failures  int        // consecutive failed flushes
+	cooldown  time.Duration
+	retryAt   time.Time // while the breaker is open, when to try again
 	cancelBG  context.CancelFunc
 	reported  counters // as told by the last stats line
 	statsSeq  int
@@ -244,11 +254,12 @@ func (s *shipper) preempt() {
 }
 
 // breakerOpen reports whether recent flushes failed so often that the end
-// of an invocation should not wait for Loki.
+// of an invocation should not wait for Loki. Once the cool-down is over it
+// is half open: one end-of-invocation flush may try again.
 func (s *shipper) breakerOpen() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.failures >= breakerThreshold
+	return s.failures >= breakerThreshold && s.now().Before(s.retryAt)
 }
 
 // requestFlush asks the background loop for a flush without waiting.
@@ -272,16 +283,20 @@ func (s *shipper) background(ctx context.Context, interval time.Duration) {
 		case <-s.batch.ready:
 		case <-s.kick:
 		}
+		if ctx.Err() != nil {
+			return // select picks at random among ready cases
+		}
 		select {
 		case s.gate <- struct{}{}:
 		default:
 			continue
 		}
-		fctx, cancel := context.WithTimeout(ctx, backgroundFlushTimeout)
+		// Stopping the loop lets this flush finish; preempt cancels it.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), backgroundFlushTimeout)
 		s.mu.Lock()
 		s.cancelBG = cancel
 		s.mu.Unlock()
-		s.flush(fctx)
+		s.flush(fctx, false)
 		s.mu.Lock()
 		s.cancelBG = nil
 		s.mu.Unlock()
@@ -290,32 +305,58 @@ func (s *shipper) background(ctx context.Context, interval time.Duration) {
 	}
 }
 
-// flush pushes what is queued, oldest first, in requests of at most
-// maxRequestBytes, until the queue is empty or ctx ends. Lines that could
-// not be sent for a retryable reason stay queued. The caller holds the gate.
-func (s *shipper) flush(ctx context.Context) error {
+// flush pushes what is queued, oldest first, until the queue is empty or
+// ctx ends. Lines that could not be sent for a retryable reason stay
+// queued. It starts no request that would likely not finish before ctx's
+// deadline, judging by the last one, so that a slow Loki costs queued
+// lines, not lines taken and lost mid-request. A last flush (at SHUTDOWN)
+// sends smaller requests, to lose less to the deadline. The caller holds
+// the gate.
+func (s *shipper) flush(ctx context.Context, last bool) error {
 	s.queueStats(false)
-	pushed := false
-	for limit := s.batch.queuedBytes(); limit > 0; {
-		es := s.batch.take(maxRequestBytes)
+	maxSize := maxRequestBytes
+	if last {
+		maxSize = lastRequestBytes
+	}
+	size := maxSize
+	if s.breakerOpen() {
+		size = probeBytes // a small request first, likely done before a preemption
+	}
+	deadline, hasDeadline := ctx.Deadline()
+	for limit := s.batch.queuedBytes(); limit > 0; size = maxSize {
+		if hasDeadline && time.Until(deadline) < s.lastDuration {
+			break
+		}
+		es := s.batch.take(size)
 		if len(es) == 0 {
 			break
 		}
 		limit -= sizeOf(es)
 		if err := s.push(ctx, es); err != nil {
-			s.mu.Lock()
-			s.failures++
-			s.mu.Unlock()
+			if !errors.Is(ctx.Err(), context.Canceled) { // preempted is not failed
+				s.noteFlush(false)
+			}
 			return err
 		}
-		pushed = true
-	}
-	if pushed {
-		s.mu.Lock()
-		s.failures = 0
-		s.mu.Unlock()
+		s.noteFlush(true)
 	}
 	return nil
+}
+
+// noteFlush keeps the circuit breaker's state: after breakerThreshold
+// failed flushes in a row it opens for a cool-down that doubles with each
+// failed trial, up to breakerMaxCooldown; a successful push closes it.
+func (s *shipper) noteFlush(ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ok {
+		s.failures, s.cooldown = 0, 0
+		return
+	}
+	if s.failures++; s.failures >= breakerThreshold {
+		s.cooldown = min(max(2*s.cooldown, breakerCooldown), breakerMaxCooldown)
+		s.retryAt = s.now().Add(s.cooldown)
+	}
 }
 
 // queueStats adds a stats line to the batch if the counters of trouble
@@ -339,7 +380,7 @@ func (s *shipper) queueStats(final bool) counters {
 		"dropped_buffer_full=%d dropped_rejected=%d dropped_too_old=%d dropped_shutdown=%d dropped_by_lambda=%d",
 		seq, final, c.sent, c.retries, c.truncated, c.droppedFull, c.droppedLoki, c.droppedTooOld, c.droppedAtExit, c.droppedByLambda)
 	s.batch.addReport(entry{ts: s.now().UnixNano(), line: line, src: sourceExtension,
-		meta: metadata{eventType: "stats"}})
+		meta: metadata{eventType: "stats"}, report: true})
 	return c
 }
 
@@ -357,7 +398,7 @@ func (s *shipper) push(ctx context.Context, es []entry) error {
 	switch {
 	case status/100 == 2:
 		s.batch.settle(es)
-		s.batch.count(func(c *counters) { c.sent += int64(len(es)) })
+		s.batch.count(func(c *counters) { c.sent += int64(lineCount(es)) })
 		return nil
 	case status == http.StatusRequestEntityTooLarge && len(es) > 1:
 		half := len(es) / 2
@@ -367,10 +408,10 @@ func (s *shipper) push(ctx context.Context, es []entry) error {
 		}
 		return s.push(ctx, es[half:])
 	case status == http.StatusBadRequest:
-		rejected, tooOld := rejectedLines(body, len(es))
+		rejected, tooOld := rejectedLines(body, lineCount(es))
 		s.batch.settle(es)
 		s.batch.count(func(c *counters) {
-			c.sent += int64(len(es) - rejected)
+			c.sent += int64(lineCount(es) - rejected)
 			c.droppedLoki += int64(rejected)
 			c.droppedTooOld += int64(tooOld)
 		})
@@ -378,7 +419,7 @@ func (s *shipper) push(ctx context.Context, es []entry) error {
 		return nil
 	default:
 		s.batch.settle(es)
-		s.batch.count(func(c *counters) { c.droppedLoki += int64(len(es)) })
+		s.batch.count(func(c *counters) { c.droppedLoki += int64(lineCount(es)) })
 		msg := fmt.Sprintf("loki answered %d %s, dropping %d lines", status, http.StatusText(status), len(es))
 		if line := firstLine(body); line != "" {
 			msg += ": " + line
@@ -412,6 +453,9 @@ func (s *shipper) send(ctx context.Context) (int, string, error) {
 			return status, body, nil
 		}
 		perr := &pushError{status: status, body: body, err: err}
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return 0, "", perr // preempted: not Loki's failure
+		}
 		if err != nil {
 			perr.status = -1
 			// A connection that died in a freeze fails at once; one
@@ -458,6 +502,7 @@ func (s *shipper) post(ctx context.Context) (status int, retryAfter time.Duratio
 	if s.target.tenant != "" {
 		req.Header.Set("X-Scope-OrgID", s.target.tenant)
 	}
+	start := s.now()
 	resp, err := s.client.Do(req)
 	if err != nil {
 		var ue *url.Error
@@ -468,6 +513,7 @@ func (s *shipper) post(ctx context.Context) (status int, retryAfter time.Duratio
 	}
 	defer resp.Body.Close()
 	s.lastPush = s.now()
+	s.lastDuration = s.lastPush.Sub(start)
 	if resp.StatusCode/100 == 2 {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBody))
 		return resp.StatusCode, 0, "", nil

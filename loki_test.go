@@ -249,7 +249,7 @@ func TestPushOutcomes(t *testing.T) {
 			s.batch.add([]entry{{ts: now, line: "a"}, {ts: now, line: "b"}, {ts: now, line: "c"}, {ts: now, line: "d"}})
 			ctx, cancel := context.WithTimeout(t.Context(), 400*time.Millisecond)
 			defer cancel()
-			s.flush(ctx)
+			s.flush(ctx, false)
 			c := s.batch.counters()
 			if c.sent != tc.wantSent || c.droppedLoki != tc.wantDrop {
 				t.Errorf("sent %d, dropped %d; want %d, %d", c.sent, c.droppedLoki, tc.wantSent, tc.wantDrop)
@@ -288,7 +288,7 @@ func TestPushHeaders(t *testing.T) {
 	}
 	s, _ := testShipper(t, cfg.target)
 	s.batch.add([]entry{{ts: 1, line: "x"}})
-	if err := s.flush(t.Context()); err != nil {
+	if err := s.flush(t.Context(), false); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]string{"Content-Type": "application/json", "Content-Encoding": "gzip",

@@ -357,7 +357,7 @@ func (x *extension) invoke(ctx context.Context, ev lifecycleEvent) {
 		return
 	}
 	x.holding = true
-	x.shipper.flush(fctx)
+	x.shipper.flush(fctx, false)
 }
 
 // shutdown handles SHUTDOWN: it waits briefly for late telemetry, pushes
@@ -368,28 +368,47 @@ func (x *extension) shutdown(ctx context.Context, ev lifecycleEvent) {
 		end = time.Now().Add(fallbackShutdown)
 	}
 	x.stopBackground()
-	<-x.backgroundDone
+	x.awaitBackground(end)
 	if x.telemetry {
 		x.awaitQuiet(end)
 	}
 	if !x.holding {
 		x.holding = x.shipper.acquire(ctx) // free: the background loop is gone
 	}
-	fctx, cancel := context.WithDeadline(ctx, end)
-	defer cancel()
-	x.shipper.flush(fctx)
+	// Drain, keeping time for the stats line: a quarter of what is left,
+	// or what the last request took if that is less.
+	reserve := min(time.Until(end)/4, x.shipper.lastDuration)
+	dctx, cancel := context.WithDeadline(ctx, end.Add(-reserve))
+	x.shipper.flush(dctx, true)
+	cancel()
 	if n := x.batch.discard(); n > 0 {
 		x.batch.count(func(c *counters) { c.droppedAtExit += int64(n) })
 	}
 	c := x.shipper.queueStats(true)
-	x.shipper.flush(fctx)
+	sctx, cancel := context.WithDeadline(ctx, end)
+	defer cancel()
+	x.shipper.flush(sctx, true)
 	x.batch.discard()
 
-	sctx, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
+	cctx, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel2()
-	x.server.Shutdown(sctx)
+	x.server.Shutdown(cctx)
 	x.log.log.Printf("shutdown (%s): %d lines sent; dropped: %d buffer full, %d rejected by Loki, %d at shutdown, %d by Lambda; %d retries",
 		strings.ToLower(ev.ShutdownReason), c.sent, c.droppedFull, c.droppedLoki, c.droppedAtExit, c.droppedByLambda, c.retries)
+}
+
+// awaitBackground waits for the background loop to end: a push it is in
+// may go on for half the time left before end, then it is preempted.
+func (x *extension) awaitBackground(end time.Time) {
+	t := time.NewTimer(time.Until(end) / 2)
+	defer t.Stop()
+	select {
+	case <-x.backgroundDone:
+		return
+	case <-t.C:
+	}
+	x.shipper.preempt()
+	<-x.backgroundDone
 }
 
 // awaitQuiet waits until no telemetry has arrived for shutdownQuiet since
@@ -416,10 +435,10 @@ func (x *extension) awaitQuiet(end time.Time) {
 // return err for the process to exit.
 func (x *extension) fail(ctx context.Context, err error) error {
 	x.stopBackground()
-	<-x.backgroundDone
+	x.awaitBackground(time.Now().Add(time.Second))
 	if x.holding || x.shipper.acquire(ctx) {
 		fctx, cancel := context.WithTimeout(ctx, time.Second)
-		x.shipper.flush(fctx)
+		x.shipper.flush(fctx, true)
 		cancel()
 	}
 	x.api.exitError(ctx, "Extension.NextFailed", err)

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// timedInvocation is invocation, also returning the time from the
+// runtimeDone delivery to the extension's /next: the time it added.
+func timedInvocation(f *fakeLambda, requestID string, n int) ([]string, time.Duration) {
+	f.t.Helper()
+	f.invoke(requestID)
+	var lines []string
+	events := []any{tev("platform.start", map[string]any{"requestId": requestID})}
+	for i := range n {
+		lines = append(lines, fmt.Sprintf("%s line %d", requestID, i))
+		events = append(events, tev("function", lines[i]+"\n"))
+	}
+	f.deliver(events...)
+	f.deliver(tev("platform.runtimeDone", map[string]any{"requestId": requestID, "status": "success"}))
+	start := time.Now()
+	f.awaitNext()
+	return lines, time.Since(start)
+}
+
+func requestID(i int) string { return fmt.Sprintf("00000000-0000-4000-8000-%012d", i) }
+
+// statsLine returns the counters of the last stats line in Loki.
+func statsLine(t *testing.T, loki *fakeLoki) map[string]string {
+	t.Helper()
+	lines := loki.lines("extension")
+	if len(lines) == 0 {
+		t.Fatal("no stats line in Loki")
+	}
+	kv := map[string]string{}
+	for field := range strings.FieldsSeq(lines[len(lines)-1]) {
+		if k, v, ok := strings.Cut(field, "="); ok {
+			kv[k] = v
+		}
+	}
+	return kv
+}
+
+// TestHungLokiCostsAtMostTheFlushTimeout: a Loki that never answers adds
+// at most LOKI_FLUSH_TIMEOUT to an invocation, then nothing once the
+// breaker opens; when Loki is back every line arrives once, in order.
+func TestHungLokiCostsAtMostTheFlushTimeout(t *testing.T) {
+	f := newFakeLambda(t)
+	loki := newFakeLoki(t)
+	var hung atomic.Bool
+	hung.Store(true)
+	loki.reply = func(n int, w http.ResponseWriter) int {
+		if hung.Load() {
+			time.Sleep(3 * time.Second) // far past the flush timeout
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusNoContent
+	}
+	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL, "LOKI_FLUSH_TIMEOUT": "200ms"})
+	f.awaitNext()
+	var want []string
+	for i := range 5 {
+		lines, added := timedInvocation(f, requestID(i), 20)
+		want = append(want, lines...)
+		// Generous: a flush that waited for Loki would take 3 s.
+		if added > 1500*time.Millisecond {
+			t.Errorf("invocation %d: the extension added %v with a hung Loki (cap 200ms)", i, added)
+		}
+	}
+	hung.Store(false)
+	// Invocations go on; once the breaker lets the end of an invocation
+	// wait for Loki again, an invocation's lines are in Loki at its /next.
+	deadline := time.Now().Add(waitLimit)
+	for i := 5; ; i++ {
+		lines, _ := timedInvocation(f, requestID(i), 20)
+		want = append(want, lines...)
+		got := loki.lines("function")
+		if len(got) >= len(lines) && cmp.Equal(lines, got[len(got)-len(lines):]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the breaker did not close after Loki came back")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+		t.Errorf("lines after recovery (-want +got):\n%s", diff)
+	}
+	f.shutdown()
+	if err := x.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	// A push preempted at the end of an invocation may have reached Loki;
+	// its resend carries the same entries, which Loki drops.
+	t.Logf("%d entries were sent again after a preempted push", loki.dups)
+}
+
+// TestBreakerStopsWaitingForLoki: while Loki fails, after three failed
+// flushes the end of an invocation no longer waits on it.
+func TestBreakerStopsWaitingForLoki(t *testing.T) {
+	f := newFakeLambda(t)
+	loki := newFakeLoki(t)
+	var failing atomic.Bool
+	failing.Store(true)
+	loki.reply = func(n int, w http.ResponseWriter) int {
+		if failing.Load() {
+			return http.StatusInternalServerError
+		}
+		return http.StatusNoContent
+	}
+	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL, "LOKI_FLUSH_TIMEOUT": "1s"})
+	f.awaitNext()
+	var want []string
+	var added []time.Duration
+	for i := range 6 {
+		lines, d := timedInvocation(f, requestID(i), 5)
+		want = append(want, lines...)
+		added = append(added, d)
+	}
+	// Without the breaker each would retry for the whole second.
+	if open := added[3] + added[4] + added[5]; open > time.Second {
+		t.Errorf("added times %v: the breaker did not stop the waits", added)
+	}
+	failing.Store(false)
+	f.shutdown()
+	if err := x.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+		t.Errorf("lines (-want +got):\n%s", diff)
+	}
+	if n := strings.Count(x.out.String(), "will retry"); n != 1 {
+		t.Errorf("the failure was reported %d times, want once:\n%s", n, x.out.String())
+	}
+}
+
+// TestShutdownUnderPressure: tens of thousands of lines buffered during an
+// outage and a slow Loki at SHUTDOWN: the extension still exits before
+// the deadline, having sent the oldest lines first, and counts the rest.
+func TestShutdownUnderPressure(t *testing.T) {
+	f := newFakeLambda(t)
+	loki := newFakeLoki(t)
+	var down atomic.Bool
+	down.Store(true)
+	loki.reply = func(n int, w http.ResponseWriter) int {
+		if down.Load() {
+			return http.StatusServiceUnavailable
+		}
+		time.Sleep(400 * time.Millisecond)
+		return http.StatusNoContent
+	}
+	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL,
+		"AWS_LAMBDA_INITIALIZATION_TYPE": "lambda-managed-instances"})
+	f.awaitNext()
+	var want []string
+	for b := range 20 {
+		var events []any
+		for i := range 1000 {
+			line := fmt.Sprintf("batch %02d line %03d %s", b, i, strings.Repeat("x", 100))
+			want = append(want, line)
+			events = append(events, tev("function", line))
+		}
+		f.deliver(events...)
+	}
+	down.Store(false)
+	deadline := time.Now().Add(2 * time.Second)
+	f.send(lifecycleEvent{EventType: "SHUTDOWN", ShutdownReason: "spindown", DeadlineMs: deadline.UnixMilli()})
+	if err := x.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	if late := time.Since(deadline); late > 0 {
+		t.Errorf("the extension exited %v after the SHUTDOWN deadline", late)
+	}
+	got := loki.lines("function")
+	if len(got) == 0 || !cmp.Equal(want[:len(got)], got) {
+		t.Fatalf("stored %d lines, not the oldest in order", len(got))
+	}
+	stats := statsLine(t, loki)
+	if stats["final"] != "true" {
+		t.Errorf("last stats line is not final: %v", stats)
+	}
+	var dropped int
+	for _, k := range []string{"dropped_buffer_full", "dropped_rejected", "dropped_shutdown"} {
+		var n int
+		fmt.Sscan(stats[k], &n)
+		dropped += n
+	}
+	if len(got)+dropped != len(want) {
+		t.Errorf("generated %d, stored %d + dropped %d (%v)", len(want), len(got), dropped, stats)
+	}
+	t.Logf("stored %d of %d lines before the deadline; stats %v", len(got), len(want), stats)
+}
+
+// TestBufferFullIsCounted: a function logging far more than the buffer
+// holds while Loki is away loses the newest lines, and says how many.
+func TestBufferFullIsCounted(t *testing.T) {
+	f := newFakeLambda(t)
+	loki := newFakeLoki(t)
+	var down atomic.Bool
+	down.Store(true)
+	loki.reply = func(n int, w http.ResponseWriter) int {
+		if down.Load() {
+			return http.StatusBadGateway
+		}
+		return http.StatusNoContent
+	}
+	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL, "LOKI_BUFFER_BYTES": "1048576",
+		"AWS_LAMBDA_INITIALIZATION_TYPE": "lambda-managed-instances"})
+	f.awaitNext()
+	var want []string
+	for b := range 20 {
+		var events []any
+		for i := range 1000 {
+			line := fmt.Sprintf("b%02d l%03d %s", b, i, strings.Repeat("y", 60))
+			want = append(want, line)
+			events = append(events, tev("function", line))
+		}
+		f.deliver(events...)
+	}
+	down.Store(false)
+	f.shutdown()
+	if err := x.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	got := loki.lines("function")
+	var full int
+	fmt.Sscan(statsLine(t, loki)["dropped_buffer_full"], &full)
+	if full == 0 || len(got)+full != len(want) || !cmp.Equal(want[:len(got)], got) {
+		t.Errorf("generated %d: stored %d (oldest first: %t), dropped_buffer_full %d", len(want), len(got), cmp.Equal(want[:len(got)], got), full)
+	}
+}
+
+// builtExtension builds the extension binary once for the tests that run
+// it as a child process.
+var builtExtension = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "loki-extension-test")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "loki-extension")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v: %s", err, out)
+	}
+	return bin, nil
+})
+
+// TestFreezeAndThaw runs the real binary and freezes it between
+// invocations as Lambda does (SIGSTOP, SIGCONT), while Loki drops the
+// pooled connection and telemetry of the frozen invocation arrives late.
+func TestFreezeAndThaw(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin, err := builtExtension()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFakeLambda(t)
+	loki := newFakeLoki(t)
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(f.srv.URL, "http://"),
+		"AWS_LAMBDA_FUNCTION_NAME=orders-api", "LOKI_LISTENER_PORT=0", "LOKI_URL=" + loki.srv.URL}
+	var out syncBuffer
+	cmd.Stderr = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	f.awaitNext()
+
+	var want []string
+	for i := range 4 {
+		id := requestID(i)
+		f.invoke(id)
+		var events []any
+		if i > 0 { // a line of the previous invocation, delivered late
+			late := fmt.Sprintf("%s late line", requestID(i-1))
+			want = append(want, late)
+			events = append(events, tev("function", late+"\n"))
+		}
+		events = append(events, tev("platform.start", map[string]any{"requestId": id}))
+		for n := range 10 {
+			want = append(want, fmt.Sprintf("%s line %d", id, n))
+			events = append(events, tev("function", want[len(want)-1]+"\n"))
+		}
+		f.deliver(events...)
+		f.deliver(tev("platform.runtimeDone", map[string]any{"requestId": id, "status": "success"}))
+		f.awaitNext()
+		if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+			t.Fatalf("invocation %d: lines at /next (-want +got):\n%s", i, diff)
+		}
+		// Freeze; meanwhile Loki closes the idle connection.
+		cmd.Process.Signal(syscall.SIGSTOP)
+		loki.srv.CloseClientConnections()
+		time.Sleep(200 * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGCONT)
+	}
+	f.shutdown()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit: %v\n%s", err, out.String())
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("the extension did not exit")
+	}
+	if strings.Contains(out.String(), "will retry") {
+		t.Errorf("a connection dropped during the freeze was reported as a failure:\n%s", out.String())
+	}
+	if loki.dups != 0 {
+		t.Errorf("%d entries pushed twice", loki.dups)
+	}
+}
