@@ -140,8 +140,10 @@ func benchmark(ctx context.Context, opts options) error {
 	rep := &report{opts: opts, sizes: bins.sizes, command: commandLine()}
 	subjects := subjectsOf(opts, bins)
 
-	for _, s := range subjects {
-		rep.idle = append(rep.idle, measure(ctx, opts, s.spec(0, 0)))
+	rep.idle = make([][]*runResult, len(subjects))
+	rep.bursts = make([][]*runResult, len(subjects))
+	for i, s := range subjects {
+		rep.idle[i] = append(rep.idle[i], measure(ctx, opts, s.spec(0, 0)))
 	}
 	for _, lines := range opts.lines {
 		for _, s := range subjects[:len(subjects)-1] { // the baseline only runs the burst
@@ -149,9 +151,11 @@ func benchmark(ctx context.Context, opts options) error {
 		}
 	}
 	// Alternate the subjects so that noise from other load hits each alike.
-	rep.bursts = make([][]*runResult, len(subjects))
-	for range opts.burstReps {
+	for r := range opts.burstReps {
 		for i, s := range subjects {
+			if r > 0 {
+				rep.idle[i] = append(rep.idle[i], measure(ctx, opts, s.spec(0, 0)))
+			}
 			rep.bursts[i] = append(rep.bursts[i], measure(ctx, opts, s.spec(burstLines, burstInvocations)))
 		}
 	}
