@@ -74,6 +74,7 @@ type batch struct {
 	queued   int        // bytes of entries
 	inflight int        // bytes taken by the shipper and not yet settled
 	lastTS   [numSources]int64
+	lastTake int // entries taken last time: the capacity to start with
 	stats    counters
 }
 
@@ -89,6 +90,9 @@ func newBatch(capBytes, flushBytes int) *batch {
 // counted.
 func (b *batch) add(es []entry) {
 	b.mu.Lock()
+	if b.entries == nil {
+		b.entries = make([]entry, 0, max(len(es), b.lastTake))
+	}
 	for i := range es {
 		e := es[i]
 		e.nbytes = len(e.line) + len(e.meta.requestID) + len(e.meta.traceID) +
@@ -139,6 +143,7 @@ func (b *batch) take(maxBytes int) []entry {
 		n++
 	}
 	taken := b.entries[:n:n]
+	b.lastTake = n
 	if n == len(b.entries) {
 		b.entries = nil
 	} else {

@@ -119,6 +119,7 @@ type listener struct {
 	done         [recentIDs]string // request ids of recent runtimeDone events
 	nextDone     int
 	lastDelivery time.Time
+	scratch      []entry // reused for each delivery's entries
 }
 
 // newListener returns a listener that feeds b.
@@ -171,11 +172,11 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // every line delivered with it.
 func (l *listener) store(body []byte) {
 	received := l.now()
-	var es []entry
 	var done []string
 	var truncated, droppedByLambda int64
 	l.mu.Lock()
 	l.lastDelivery = received
+	es := l.scratch[:0]
 	elements(body, func(event []byte) {
 		var rawTime, rawType, record []byte
 		members(event, func(key, v []byte) {
@@ -221,9 +222,11 @@ func (l *listener) store(body []byte) {
 		}
 		es = append(es, e)
 	})
+	l.batch.add(es)
+	clear(es) // keep no lines alive
+	l.scratch = es[:0]
 	l.mu.Unlock()
 
-	l.batch.add(es)
 	if truncated > 0 || droppedByLambda > 0 {
 		l.batch.count(func(c *counters) {
 			c.truncated += truncated
@@ -934,45 +937,47 @@ func jsonString(raw []byte) (s string, ok bool) {
 		return "", false
 	}
 	raw = raw[1 : len(raw)-1]
-	if bytes.IndexByte(raw, '\\') < 0 {
+	next := bytes.IndexByte(raw, '\\')
+	if next < 0 {
 		return string(raw), true
 	}
-	out := make([]byte, 0, len(raw))
-	for i := 0; i < len(raw); i++ {
-		if raw[i] != '\\' {
-			out = append(out, raw[i])
-			continue
-		}
-		i++
-		switch c := raw[i]; c {
+	var out strings.Builder
+	out.Grow(len(raw))
+	for next >= 0 {
+		out.Write(raw[:next])
+		c := raw[next+1]
+		raw = raw[next+2:]
+		switch c {
 		case 'b':
-			out = append(out, '\b')
+			out.WriteByte('\b')
 		case 'f':
-			out = append(out, '\f')
+			out.WriteByte('\f')
 		case 'n':
-			out = append(out, '\n')
+			out.WriteByte('\n')
 		case 'r':
-			out = append(out, '\r')
+			out.WriteByte('\r')
 		case 't':
-			out = append(out, '\t')
+			out.WriteByte('\t')
 		case 'u':
-			r := hex4(raw[i+1:])
-			i += 4
+			r := hex4(raw)
+			raw = raw[4:]
 			if utf16.IsSurrogate(r) {
 				r2 := rune(-1)
-				if i+6 < len(raw) && raw[i+1] == '\\' && raw[i+2] == 'u' {
-					r2 = hex4(raw[i+3:])
+				if len(raw) >= 6 && raw[0] == '\\' && raw[1] == 'u' {
+					r2 = hex4(raw[2:])
 				}
 				if r = utf16.DecodeRune(r, r2); r != utf8.RuneError {
-					i += 6
+					raw = raw[6:]
 				}
 			}
-			out = utf8.AppendRune(out, r)
+			out.WriteRune(r)
 		default: // '"', '\\', '/'
-			out = append(out, c)
+			out.WriteByte(c)
 		}
+		next = bytes.IndexByte(raw, '\\')
 	}
-	return string(out), true
+	out.Write(raw)
+	return out.String(), true
 }
 
 func hex4(b []byte) rune {
