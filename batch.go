@@ -184,6 +184,19 @@ func (b *batch) discard() int {
 	return n
 }
 
+// oldest returns the timestamp of the oldest queued line, or the maximum
+// int64 if none is queued.
+func (b *batch) oldest() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := range b.entries {
+		if !b.entries[i].report {
+			return b.entries[i].ts
+		}
+	}
+	return 1<<63 - 1
+}
+
 // queuedBytes returns the bytes waiting to be taken.
 func (b *batch) queuedBytes() int {
 	b.mu.Lock()

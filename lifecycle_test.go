@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -350,5 +351,45 @@ func TestLokiRefusedThenBack(t *testing.T) {
 	x.wait(t)
 	if loki.dups != 0 {
 		t.Errorf("%d duplicates", loki.dups)
+	}
+}
+
+// TestAdaptiveFlush: back to back, an invocation's lines go out during the
+// next one; after a pause, before /next again; at SHUTDOWN, all of them.
+func TestAdaptiveFlush(t *testing.T) {
+	f := newFakeLambda(t)
+	loki := newFakeLoki(t)
+	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL,
+		"LOKI_FLUSH_MODE": "adaptive", "LOKI_FLUSH_INTERVAL": "2s"})
+	f.awaitNext()
+	var want []string
+	deferred := 0
+	for i := range 6 {
+		if i == 4 {
+			time.Sleep(700 * time.Millisecond) // sparse: over a quarter of the interval
+		}
+		before := len(want)
+		want = append(want, invocation(f, fmt.Sprintf("11111111-2222-3333-4444-%012d", i), 5)...)
+		got := loki.lines("function")
+		// Every earlier invocation's lines are in Loki by now.
+		if len(got) < before || !slices.Equal(want[:before], got[:before]) {
+			t.Fatalf("invocation %d: the lines of earlier invocations are not all in Loki: %d of %d", i, len(got), before)
+		}
+		if len(got) < len(want) {
+			deferred++
+			if i == 0 || i == 4 {
+				t.Errorf("invocation %d came after a pause but its lines were deferred", i)
+			}
+		}
+	}
+	if deferred == 0 {
+		t.Error("no invocation deferred its push while invocations came back to back")
+	}
+	f.shutdown()
+	if err := x.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+		t.Errorf("lines after SHUTDOWN (-want +got):\n%s", diff)
 	}
 }

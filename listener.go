@@ -149,6 +149,9 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	buf := l.bodies.Get().(*bytes.Buffer)
 	defer l.bodies.Put(buf)
 	buf.Reset()
+	if n := r.ContentLength; n > 0 && n <= maxBodyBytes {
+		buf.Grow(int(n) + bytes.MinRead) // else ReadFrom doubles a full buffer
+	}
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxBodyBytes)); err != nil {
 		status := http.StatusBadRequest
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {

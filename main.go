@@ -76,6 +76,7 @@ type config struct {
 	flushTimeout     time.Duration // cap on the time a flush adds to an invocation
 	runtimeDoneWait  time.Duration // cap on the wait for platform.runtimeDone; 0: the deadline
 	managedInstances bool          // Lambda Managed Instances: SHUTDOWN only, concurrent invocations
+	adaptive         bool          // LOKI_FLUSH_MODE=adaptive
 }
 
 // loadConfig reads the configuration. Its errors name the variable and the
@@ -117,6 +118,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return cfg, fmt.Errorf("LOKI_TYPES: %w", err)
 	}
 	cfg.withExtension = cfg.types.extension
+	switch mode := envOr(getenv, "LOKI_FLUSH_MODE", "invocation"); mode {
+	case "invocation":
+	case "adaptive":
+		cfg.adaptive = true
+	default:
+		return cfg, fmt.Errorf("LOKI_FLUSH_MODE: %q is not a flush mode; use invocation (the default) or adaptive", mode)
+	}
 
 	env := envReader{getenv: getenv}
 	cfg.port = env.int("LOKI_LISTENER_PORT", defaultListenerPort, 0, 65535)
@@ -214,6 +222,7 @@ type extension struct {
 
 	telemetry      bool               // a subscription delivers events
 	holding        bool               // the event loop holds the shipper's gate
+	lastNext       time.Time          // when the event loop last went to /next
 	stopBackground context.CancelFunc // ends the background flush loop
 	backgroundDone chan struct{}
 }
@@ -322,7 +331,14 @@ func start(ctx context.Context, cfg config, api *extensionClient, reg registerRe
 // the invocation, then pushes everything buffered before returning to /next.
 // It returns holding the shipper's gate, so that no background push starts
 // before the environment freezes.
+//
+// In the adaptive flush mode, while invocations come back to back (the last
+// freeze was under a quarter of LOKI_FLUSH_INTERVAL) and no buffered line is
+// older than LOKI_FLUSH_INTERVAL, it does not wait for the push: the lines
+// go out in the background during the next invocation.
 func (x *extension) invoke(ctx context.Context, ev lifecycleEvent) {
+	frozen := time.Since(x.lastNext)
+	defer func() { x.lastNext = time.Now() }()
 	if x.holding {
 		x.shipper.release()
 		x.holding = false
@@ -331,9 +347,8 @@ func (x *extension) invoke(ctx context.Context, ev lifecycleEvent) {
 	if !x.telemetry {
 		return
 	}
-	open := x.shipper.breakerOpen()
-	if open {
-		x.shipper.requestFlush() // retry Loki while the invocation runs
+	if x.shipper.breakerOpen() || (x.cfg.adaptive && x.batch.queuedBytes() > 0) {
+		x.shipper.requestFlush() // push while the invocation runs
 	}
 	deadline := time.UnixMilli(ev.DeadlineMs)
 	until := deadline
@@ -348,7 +363,7 @@ func (x *extension) invoke(ctx context.Context, ev lifecycleEvent) {
 	}
 	fctx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
-	if open || !x.shipper.acquire(fctx) {
+	if x.shipper.breakerOpen() || !x.shipper.acquire(fctx) {
 		// Don't wait on Loki: stop the background push, keep its lines.
 		x.shipper.preempt()
 		actx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
@@ -357,6 +372,9 @@ func (x *extension) invoke(ctx context.Context, ev lifecycleEvent) {
 		return
 	}
 	x.holding = true
+	if x.cfg.adaptive && frozen < x.cfg.flushInterval/4 && x.batch.oldest() > time.Now().Add(-x.cfg.flushInterval).UnixNano() {
+		return // busy: the next invocation pushes these lines
+	}
 	x.shipper.flush(fctx, false)
 }
 

@@ -51,6 +51,7 @@ func TestLoadConfigSettings(t *testing.T) {
 		"LOKI_FLUSH_TIMEOUT":             "1s",
 		"LOKI_RUNTIME_DONE_WAIT":         "2s",
 		"AWS_LAMBDA_INITIALIZATION_TYPE": "lambda-managed-instances",
+		"LOKI_FLUSH_MODE":                "adaptive",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +69,7 @@ func TestLoadConfigSettings(t *testing.T) {
 		flushTimeout:     time.Second,
 		runtimeDoneWait:  2 * time.Second,
 		managedInstances: true,
+		adaptive:         true,
 	}
 	if diff := cmp.Diff(want, cfg, cmp.AllowUnexported(config{}, lokiTarget{}, typeFilter{})); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
@@ -106,6 +108,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_FLUSH_INTERVAL": "1"}, `LOKI_FLUSH_INTERVAL: "1" is not a duration`},
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_FLUSH_TIMEOUT": "0s"}, "LOKI_FLUSH_TIMEOUT"},
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_RUNTIME_DONE_WAIT": "-1s"}, "LOKI_RUNTIME_DONE_WAIT"},
+		{map[string]string{"LOKI_URL": "http://l", "LOKI_FLUSH_MODE": "lazy"}, `LOKI_FLUSH_MODE: "lazy" is not a flush mode; use invocation (the default) or adaptive`},
 	} {
 		_, err := loadConfig(mapEnv(tc.env))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
