@@ -217,6 +217,7 @@ type fakeLoki struct {
 	reply func(n int, w http.ResponseWriter) int
 
 	mu       sync.Mutex // guards the fields below
+	resets   int        // connections to reset before reading the body
 	requests int
 	entries  []lokiEntry
 	labels   []map[string]string
@@ -235,6 +236,18 @@ func newFakeLoki(t *testing.T) *fakeLoki {
 func (l *fakeLoki) push(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != pushPath {
 		http.Error(w, "404 page not found", http.StatusNotFound)
+		return
+	}
+	l.mu.Lock()
+	reset := l.resets > 0
+	l.resets--
+	l.mu.Unlock()
+	if reset { // a reset in the middle of the body: nothing read, nothing stored
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.(*net.TCPConn).SetLinger(0)
+			conn.Close()
+		}
 		return
 	}
 	req, err := decodePush(r)

@@ -271,39 +271,43 @@ func TestLokiFailuresAreRetried(t *testing.T) {
 		name    string
 		reports int // "will retry" lines in the output
 		reply   func(n int, w http.ResponseWriter) int
+		resets  int
 	}{
 		{"500 twice", 1, func(n int, w http.ResponseWriter) int {
 			if n <= 2 {
 				return http.StatusInternalServerError
 			}
 			return http.StatusNoContent
-		}},
+		}, 0},
 		{"429", 1, func(n int, w http.ResponseWriter) int {
 			if n == 1 {
 				return http.StatusTooManyRequests
 			}
 			return http.StatusNoContent
-		}},
+		}, 0},
 		{"503 with Retry-After", 1, func(n int, w http.ResponseWriter) int {
 			if n == 1 {
 				w.Header().Set("Retry-After", "1")
 				return http.StatusServiceUnavailable
 			}
 			return http.StatusNoContent
-		}},
+		}, 0},
 		// A dropped connection is retried at once, not reported.
 		{"reply lost after receipt", 0, func(n int, w http.ResponseWriter) int {
 			if n == 1 {
 				return replyLost
 			}
 			return http.StatusNoContent
-		}},
+		}, 0},
+		{"reset mid-body", 0, nil, 1},
+		{"reset twice", 1, nil, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			f := newFakeLambda(t)
 			loki := newFakeLoki(t)
 			loki.reply = tc.reply
+			loki.resets = tc.resets
 			x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL, "LOKI_FLUSH_TIMEOUT": "3s"})
 			f.awaitNext()
 			want := invocation(f, "11111111-2222-3333-4444-555555555555", 5)

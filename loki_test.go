@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -386,5 +387,47 @@ func BenchmarkEncode(b *testing.B) {
 			b.ReportMetric(float64(s.body.Len())/float64(raw), "wire/raw")
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(es)), "ns/line")
 		})
+	}
+}
+
+// TestIdleConnectionsDroppedAfterAThaw: a connection idle longer than
+// idleReconnect (by the shipper's clock, which a freeze advances) is not
+// reused; one idle less is.
+func TestIdleConnectionsDroppedAfterAThaw(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	conns := 0
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			mu.Lock()
+			conns++
+			mu.Unlock()
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	s, _ := testShipper(t, lokiTarget{pushURL: srv.URL + pushPath})
+	now := time.Now()
+	s.now = func() time.Time { return now }
+	push := func(step time.Duration) int {
+		now = now.Add(step)
+		s.batch.add([]entry{{ts: now.UnixNano(), line: "x"}})
+		if err := s.flush(t.Context(), false); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return conns
+	}
+	push(0)
+	if got := push(idleReconnect - time.Second); got != 1 {
+		t.Errorf("after a short pause: %d connections, want the pooled one reused", got)
+	}
+	if got := push(idleReconnect + time.Second); got != 2 {
+		t.Errorf("after a long pause: %d connections, want a new one", got)
 	}
 }
