@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"sync"
 )
 
@@ -118,11 +119,16 @@ func (b *batch) add(es []entry) {
 	}
 }
 
-// addReport appends the extension's own report line. It bypasses the cap:
-// a report says what the cap dropped, and there is one per flush at most.
+// addReport appends the extension's own report line, replacing one still
+// queued: the newest counters say it all. It bypasses the cap, as a report
+// says what the cap dropped; there is at most one queued.
 func (b *batch) addReport(e entry) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if i := slices.IndexFunc(b.entries, func(e entry) bool { return e.report }); i >= 0 {
+		b.queued -= b.entries[i].nbytes
+		b.entries = slices.Delete(b.entries, i, i+1)
+	}
 	e.nbytes = len(e.line) + len(e.meta.eventType) + entryOverhead
 	if last := b.lastTS[e.src]; e.ts <= last {
 		e.ts = last + 1
@@ -159,6 +165,7 @@ func (b *batch) settle(es []entry) {
 	b.mu.Lock()
 	b.inflight -= sizeOf(es)
 	b.mu.Unlock()
+	clear(es) // the backing array may outlive them: let the lines go
 }
 
 // requeue puts taken entries back in front of the queue, where they were,

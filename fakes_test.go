@@ -88,7 +88,7 @@ func (f *fakeLambda) next(w http.ResponseWriter, r *http.Request) {
 			wire["requestId"] = ev.RequestID
 			wire["invokedFunctionArn"] = "arn:aws:lambda:eu-west-1:111122223333:function:orders-api"
 			if ev.Tracing.Value != "" {
-				wire["tracing"] = map[string]string{"type": ev.Tracing.Type, "value": ev.Tracing.Value}
+				wire["tracing"] = map[string]string{"type": "X-Amzn-Trace-Id", "value": ev.Tracing.Value}
 			}
 		} else {
 			wire["shutdownReason"] = ev.ShutdownReason
@@ -152,7 +152,7 @@ func (f *fakeLambda) send(ev lifecycleEvent) {
 func (f *fakeLambda) invoke(requestID string) {
 	f.send(lifecycleEvent{EventType: "INVOKE", RequestID: requestID,
 		DeadlineMs: time.Now().Add(5 * time.Second).UnixMilli(),
-		Tracing:    tracing{Type: "X-Amzn-Trace-Id", Value: "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"}})
+		Tracing:    tracing{Value: "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"}})
 }
 
 // shutdown sends SHUTDOWN with a deadline in 2 s, as Lambda does.

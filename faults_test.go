@@ -344,3 +344,33 @@ func TestFreezeAndThaw(t *testing.T) {
 		t.Errorf("%d entries pushed twice", loki.dups)
 	}
 }
+
+// TestSlowPushDoesNotStopLaterFlushes: one slow answer from Loki does not
+// keep later invocations from flushing before /next.
+func TestSlowPushDoesNotStopLaterFlushes(t *testing.T) {
+	f := newFakeLambda(t)
+	loki := newFakeLoki(t)
+	loki.reply = func(n int, w http.ResponseWriter) int {
+		if n == 1 {
+			time.Sleep(400 * time.Millisecond) // longer than the flush timeout
+		}
+		return http.StatusNoContent
+	}
+	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL, "LOKI_FLUSH_INTERVAL": "100ms"})
+	f.awaitNext()
+	f.invoke(requestID(0))
+	f.deliver(tev("function", "slow push\n"))
+	time.Sleep(600 * time.Millisecond) // the background flush meets the slow answer
+	f.deliver(tev("platform.runtimeDone", map[string]any{"requestId": requestID(0)}))
+	f.awaitNext()
+	want := []string{"slow push"}
+	for i := 1; i <= 3; i++ {
+		lines, _ := timedInvocation(f, requestID(i), 3)
+		want = append(want, lines...)
+		if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+			t.Fatalf("invocation %d: lines at /next (-want +got):\n%s", i, diff)
+		}
+	}
+	f.shutdown()
+	x.wait(t)
+}

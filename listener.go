@@ -174,10 +174,28 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // then does it record runtimeDone events, so that a flush woken by one finds
 // every line delivered with it.
 func (l *listener) store(body []byte) {
+	done := l.convert(body)
+	if len(done) > 0 {
+		l.mu.Lock()
+		for _, id := range done {
+			l.done[l.nextDone] = id
+			l.nextDone = (l.nextDone + 1) % recentIDs
+		}
+		l.mu.Unlock()
+		select {
+		case l.doneSignal <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// convert does store's work under l.mu and returns the request ids of the
+// runtimeDone events it saw.
+func (l *listener) convert(body []byte) (done []string) {
 	received := l.now()
-	var done []string
 	var truncated, droppedByLambda int64
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.lastDelivery = received
 	es := l.scratch[:0]
 	elements(body, func(event []byte) {
@@ -228,26 +246,13 @@ func (l *listener) store(body []byte) {
 	l.batch.add(es)
 	clear(es) // keep no lines alive
 	l.scratch = es[:0]
-	l.mu.Unlock()
-
 	if truncated > 0 || droppedByLambda > 0 {
 		l.batch.count(func(c *counters) {
 			c.truncated += truncated
 			c.droppedByLambda += droppedByLambda
 		})
 	}
-	if len(done) > 0 {
-		l.mu.Lock()
-		for _, id := range done {
-			l.done[l.nextDone] = id
-			l.nextDone = (l.nextDone + 1) % recentIDs
-		}
-		l.mu.Unlock()
-		select {
-		case l.doneSignal <- struct{}{}:
-		default:
-		}
-	}
+	return done
 }
 
 // logEntry turns a function or extension record into an entry, if the

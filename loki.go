@@ -23,12 +23,14 @@ import (
 const (
 	pushPath = "/loki/api/v1/push"
 
-	// maxRequestBytes caps the entry bytes of one push request; Loki's
-	// default per-tenant burst is 6 MB.
-	maxRequestBytes = 4 << 20
-	// requestTimeout backs up the context deadline of every push.
-	requestTimeout = 15 * time.Second
-	// backgroundFlushTimeout bounds one background flush.
+	// maxRequestBytes caps the entry bytes of one background push request;
+	// Loki's default per-tenant burst is 6 MB. boundedRequestBytes caps
+	// those of a flush against a deadline (end of invocation, SHUTDOWN): a
+	// megabyte takes about 10 ms of CPU to encode on a full core.
+	maxRequestBytes     = 4 << 20
+	boundedRequestBytes = 1 << 20
+	// backgroundFlushTimeout bounds one background flush, and every push
+	// request as a backstop to the context deadline each one has.
 	backgroundFlushTimeout = 10 * time.Second
 	// retryBaseDelay and retryMaxDelay shape the exponential backoff.
 	retryBaseDelay = 50 * time.Millisecond
@@ -44,8 +46,6 @@ const (
 	breakerMaxCooldown = time.Minute
 	// probeBytes caps the first request of a flush while the breaker is open.
 	probeBytes = 64 << 10
-	// lastRequestBytes caps the requests of the flush at SHUTDOWN.
-	lastRequestBytes = 1 << 20
 	// maxResponseBody is how much of a Loki error answer is read.
 	maxResponseBody = 64 << 10
 	// gzipLevel: BestSpeed costs a fraction of the default level's CPU for
@@ -80,20 +80,19 @@ type shipper struct {
 	gate chan struct{}
 
 	// Used only by the gate holder.
-	body         bytes.Buffer
-	zw           *gzip.Writer
-	scratch      []byte
-	lastPush     time.Time
-	lastDuration time.Duration // of the last request that got an answer
+	body     bytes.Buffer
+	zw       *gzip.Writer
+	scratch  []byte
+	lastPush time.Time
 
-	mu        sync.Mutex // guards the fields below
-	failures  int        // consecutive failed flushes
-	cooldown  time.Duration
-	retryAt   time.Time // while the breaker is open, when to try again
-	cancelBG  context.CancelFunc
-	reported  counters // as told by the last stats line
-	statsSeq  int
-	errorKind string // kind of the last push error, for the summary
+	mu       sync.Mutex // guards the fields below
+	failures int        // consecutive failed flushes
+	cooldown time.Duration
+	retryAt  time.Time          // while the breaker is open, when to try again
+	paused   bool               // the event loop holds or is taking the gate
+	cancelBG context.CancelFunc // cancels the background push in progress
+	reported counters           // as told by the last stats line
+	statsSeq int
 }
 
 // pushError is a push that failed; status is -1 for transport errors.
@@ -118,14 +117,14 @@ func newShipper(target lokiTarget, b *batch, log *onceLogger, version string) *s
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		TLSHandshakeTimeout:   5 * time.Second,
-		ResponseHeaderTimeout: requestTimeout,
+		ResponseHeaderTimeout: backgroundFlushTimeout,
 		MaxIdleConnsPerHost:   2,
 		IdleConnTimeout:       idleReconnect,
 		DisableCompression:    true,
 	}
 	s := &shipper{
 		target:    target,
-		client:    &http.Client{Transport: tr, Timeout: requestTimeout},
+		client:    &http.Client{Transport: tr, Timeout: backgroundFlushTimeout},
 		transport: tr,
 		batch:     b,
 		log:       log,
@@ -225,32 +224,45 @@ func streamJSON(labels map[string]string, src source) []byte {
 	return append(b, '}')
 }
 
-// acquire takes the gate, waiting until ctx ends; it reports success.
-func (s *shipper) acquire(ctx context.Context) bool {
-	select {
-	case s.gate <- struct{}{}:
-		return true
-	default:
+// hold takes the gate for the event loop. It stops the background loop
+// from starting pushes, and waits until ctx ends for the one in progress,
+// if any, to finish; then, or at once if preempt, it cancels that push (its
+// lines go back to the batch). It reports whether it got the gate; if not,
+// no push will start until release.
+func (s *shipper) hold(ctx context.Context, preempt bool) bool {
+	s.mu.Lock()
+	s.paused = true
+	if preempt && s.cancelBG != nil {
+		s.cancelBG()
 	}
+	s.mu.Unlock()
 	select {
 	case s.gate <- struct{}{}:
 		return true
 	case <-ctx.Done():
-		return false
 	}
-}
-
-// release gives the gate back.
-func (s *shipper) release() { <-s.gate }
-
-// preempt cancels a background flush in progress; its lines go back to
-// the batch.
-func (s *shipper) preempt() {
 	s.mu.Lock()
 	if s.cancelBG != nil {
 		s.cancelBG()
 	}
 	s.mu.Unlock()
+	select { // a cancelled push lets go quickly
+	case s.gate <- struct{}{}:
+		return true
+	case <-time.After(20 * time.Millisecond):
+		return false
+	}
+}
+
+// release gives the gate back, if held, and lets the background loop push
+// again.
+func (s *shipper) release(held bool) {
+	s.mu.Lock()
+	s.paused = false
+	s.mu.Unlock()
+	if held {
+		<-s.gate
+	}
 }
 
 // breakerOpen reports whether recent flushes failed so often that the end
@@ -271,7 +283,9 @@ func (s *shipper) requestFlush() {
 }
 
 // background flushes every interval, whenever the batch is worth flushing
-// and on request, until ctx ends. It skips a round when the gate is held.
+// and on request, until ctx ends. Ending ctx lets a flush in progress
+// finish; hold cancels it. It skips a round while the event loop holds or
+// is taking the gate.
 func (s *shipper) background(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -286,45 +300,47 @@ func (s *shipper) background(ctx context.Context, interval time.Duration) {
 		if ctx.Err() != nil {
 			return // select picks at random among ready cases
 		}
-		select {
-		case s.gate <- struct{}{}:
-		default:
-			continue
-		}
-		// Stopping the loop lets this flush finish; preempt cancels it.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), backgroundFlushTimeout)
 		s.mu.Lock()
-		s.cancelBG = cancel
+		paused := s.paused
+		if !paused {
+			s.cancelBG = cancel
+		}
 		s.mu.Unlock()
-		s.flush(fctx, false)
-		s.mu.Lock()
-		s.cancelBG = nil
-		s.mu.Unlock()
+		if !paused {
+			select {
+			case s.gate <- struct{}{}:
+				s.flush(fctx, maxRequestBytes)
+				<-s.gate
+			default:
+			}
+			s.mu.Lock()
+			s.cancelBG = nil
+			s.mu.Unlock()
+		}
 		cancel()
-		s.release()
 	}
 }
 
-// flush pushes what is queued, oldest first, until the queue is empty or
-// ctx ends. Lines that could not be sent for a retryable reason stay
-// queued. It starts no request that would likely not finish before ctx's
-// deadline, judging by the last one, so that a slow Loki costs queued
-// lines, not lines taken and lost mid-request. A last flush (at SHUTDOWN)
-// sends smaller requests, to lose less to the deadline. The caller holds
-// the gate.
-func (s *shipper) flush(ctx context.Context, last bool) error {
-	s.queueStats(false)
-	maxSize := maxRequestBytes
-	if last {
-		maxSize = lastRequestBytes
+// flush pushes what is queued, oldest first, in requests of at most
+// maxBytes, until the queue is empty or ctx ends. Lines that could not be
+// sent for a retryable reason stay queued, in order. After the first
+// request it starts no other that would likely not finish before ctx's
+// deadline, judging by the one before, so that a slow Loki costs queued
+// lines, not lines taken and cut off mid-request. The caller holds the gate.
+func (s *shipper) flush(ctx context.Context, maxBytes int) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
-	size := maxSize
+	s.queueStats(false)
+	size := maxBytes
 	if s.breakerOpen() {
-		size = probeBytes // a small request first, likely done before a preemption
+		size = min(probeBytes, maxBytes) // small first, likely done before a preemption
 	}
 	deadline, hasDeadline := ctx.Deadline()
-	for limit := s.batch.queuedBytes(); limit > 0; size = maxSize {
-		if hasDeadline && time.Until(deadline) < s.lastDuration {
+	var last time.Duration
+	for limit := s.batch.queuedBytes(); limit > 0; size = maxBytes {
+		if hasDeadline && time.Until(deadline) < last {
 			break
 		}
 		es := s.batch.take(size)
@@ -332,13 +348,17 @@ func (s *shipper) flush(ctx context.Context, last bool) error {
 			break
 		}
 		limit -= sizeOf(es)
-		if err := s.push(ctx, es); err != nil {
+		start := time.Now()
+		done, err := s.push(ctx, es)
+		s.batch.requeue(es[done:])
+		if err != nil {
 			if !errors.Is(ctx.Err(), context.Canceled) { // preempted is not failed
 				s.noteFlush(false)
 			}
 			return err
 		}
 		s.noteFlush(true)
+		last = time.Since(start)
 	}
 	return nil
 }
@@ -384,49 +404,44 @@ func (s *shipper) queueStats(final bool) counters {
 	return c
 }
 
-// push sends es in one request (halves on 413) and settles or requeues every
-// entry: delivered and rejected ones are settled and counted; on a
-// retryable failure that outlasts ctx they are requeued and the error is
-// returned.
-func (s *shipper) push(ctx context.Context, es []entry) error {
+// push sends es in one request (halves on 413). It settles the entries it
+// is done with, es[:done], counting them as sent or dropped, and leaves the
+// rest, not sent for a retryable reason, to the caller; then err says why.
+func (s *shipper) push(ctx context.Context, es []entry) (done int, err error) {
 	s.encode(es)
 	status, body, err := s.send(ctx)
 	if err != nil {
-		s.batch.requeue(es)
-		return err
+		return 0, err
 	}
+	lines := int64(lineCount(es))
 	switch {
 	case status/100 == 2:
-		s.batch.settle(es)
-		s.batch.count(func(c *counters) { c.sent += int64(lineCount(es)) })
-		return nil
+		s.batch.count(func(c *counters) { c.sent += lines })
 	case status == http.StatusRequestEntityTooLarge && len(es) > 1:
 		half := len(es) / 2
-		if err := s.push(ctx, es[:half]); err != nil {
-			s.batch.requeue(es[half:])
-			return err
+		if done, err := s.push(ctx, es[:half]); err != nil {
+			return done, err
 		}
-		return s.push(ctx, es[half:])
+		done, err := s.push(ctx, es[half:])
+		return half + done, err
 	case status == http.StatusBadRequest:
-		rejected, tooOld := rejectedLines(body, lineCount(es))
-		s.batch.settle(es)
+		rejected, tooOld := rejectedLines(body, int(lines))
 		s.batch.count(func(c *counters) {
-			c.sent += int64(lineCount(es) - rejected)
+			c.sent += lines - int64(rejected)
 			c.droppedLoki += int64(rejected)
 			c.droppedTooOld += int64(tooOld)
 		})
-		s.log.once("push 400", "loki rejected %d of %d lines (400): %s", rejected, len(es), firstLine(body))
-		return nil
+		s.log.once("push 400", "loki rejected %d of %d lines (400): %s", rejected, lines, firstLine(body))
 	default:
-		s.batch.settle(es)
-		s.batch.count(func(c *counters) { c.droppedLoki += int64(lineCount(es)) })
-		msg := fmt.Sprintf("loki answered %d %s, dropping %d lines", status, http.StatusText(status), len(es))
+		s.batch.count(func(c *counters) { c.droppedLoki += lines })
+		msg := fmt.Sprintf("loki answered %d %s, dropping %d lines", status, http.StatusText(status), lines)
 		if line := firstLine(body); line != "" {
 			msg += ": " + line
 		}
 		s.log.once("push "+strconv.Itoa(status), "%s%s", msg, hint(status))
-		return nil
 	}
+	s.batch.settle(es)
+	return len(es), nil
 }
 
 // hint tells what to check for a status that retrying can't fix.
@@ -449,7 +464,6 @@ func (s *shipper) send(ctx context.Context) (int, string, error) {
 	for {
 		status, retryAfter, body, err := s.post(ctx)
 		if err == nil && !retryable(status) {
-			s.noteSuccess()
 			return status, body, nil
 		}
 		perr := &pushError{status: status, body: body, err: err}
@@ -502,7 +516,6 @@ func (s *shipper) post(ctx context.Context) (status int, retryAfter time.Duratio
 	if s.target.tenant != "" {
 		req.Header.Set("X-Scope-OrgID", s.target.tenant)
 	}
-	start := s.now()
 	resp, err := s.client.Do(req)
 	if err != nil {
 		var ue *url.Error
@@ -513,7 +526,6 @@ func (s *shipper) post(ctx context.Context) (status int, retryAfter time.Duratio
 	}
 	defer resp.Body.Close()
 	s.lastPush = s.now()
-	s.lastDuration = s.lastPush.Sub(start)
 	if resp.StatusCode/100 == 2 {
 		io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBody))
 		return resp.StatusCode, 0, "", nil
@@ -522,21 +534,12 @@ func (s *shipper) post(ctx context.Context) (status int, retryAfter time.Duratio
 	return resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After"), s.now()), string(b), nil
 }
 
-// noteSuccess and noteFailure keep the kind of the last error for logs.
-func (s *shipper) noteSuccess() {
-	s.mu.Lock()
-	s.errorKind = ""
-	s.mu.Unlock()
-}
-
+// noteFailure reports a retryable failure, once per kind.
 func (s *shipper) noteFailure(err *pushError) {
 	kind := "push transport"
 	if err.status > 0 {
 		kind = "push " + strconv.Itoa(err.status)
 	}
-	s.mu.Lock()
-	s.errorKind = kind
-	s.mu.Unlock()
 	s.log.once(kind, "push to loki failed, will retry: %v", err)
 }
 

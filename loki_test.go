@@ -250,7 +250,7 @@ func TestPushOutcomes(t *testing.T) {
 			s.batch.add([]entry{{ts: now, line: "a"}, {ts: now, line: "b"}, {ts: now, line: "c"}, {ts: now, line: "d"}})
 			ctx, cancel := context.WithTimeout(t.Context(), 400*time.Millisecond)
 			defer cancel()
-			s.flush(ctx, false)
+			s.flush(ctx, maxRequestBytes)
 			c := s.batch.counters()
 			if c.sent != tc.wantSent || c.droppedLoki != tc.wantDrop {
 				t.Errorf("sent %d, dropped %d; want %d, %d", c.sent, c.droppedLoki, tc.wantSent, tc.wantDrop)
@@ -289,7 +289,7 @@ func TestPushHeaders(t *testing.T) {
 	}
 	s, _ := testShipper(t, cfg.target)
 	s.batch.add([]entry{{ts: 1, line: "x"}})
-	if err := s.flush(t.Context(), false); err != nil {
+	if err := s.flush(t.Context(), maxRequestBytes); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]string{"Content-Type": "application/json", "Content-Encoding": "gzip",
@@ -416,7 +416,7 @@ func TestIdleConnectionsDroppedAfterAThaw(t *testing.T) {
 	push := func(step time.Duration) int {
 		now = now.Add(step)
 		s.batch.add([]entry{{ts: now.UnixNano(), line: "x"}})
-		if err := s.flush(t.Context(), false); err != nil {
+		if err := s.flush(t.Context(), maxRequestBytes); err != nil {
 			t.Fatal(err)
 		}
 		mu.Lock()
@@ -429,5 +429,60 @@ func TestIdleConnectionsDroppedAfterAThaw(t *testing.T) {
 	}
 	if got := push(idleReconnect + time.Second); got != 2 {
 		t.Errorf("after a long pause: %d connections, want a new one", got)
+	}
+}
+
+// TestFailedSplitKeepsOrder: 413, then 503 for the first half: both
+// halves go back to the queue in their order.
+func TestFailedSplitKeepsOrder(t *testing.T) {
+	t.Parallel()
+	n := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if n++; n == 1 {
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			return
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(srv.Close)
+	s, _ := testShipper(t, lokiTarget{pushURL: srv.URL + pushPath})
+	s.batch.add([]entry{{ts: 1, line: "a"}, {ts: 2, line: "b"}, {ts: 3, line: "c"}, {ts: 4, line: "d"}})
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	s.flush(ctx, maxRequestBytes)
+	var got []string
+	for _, e := range s.batch.entries {
+		if !e.report {
+			got = append(got, e.line)
+		}
+	}
+	if diff := cmp.Diff([]string{"a", "b", "c", "d"}, got); diff != "" {
+		t.Errorf("queue after the failed split (-want +got):\n%s", diff)
+	}
+}
+
+// TestOneStatsLineQueued: however many flushes fail, one stats line waits.
+func TestOneStatsLineQueued(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(srv.Close)
+	s, _ := testShipper(t, lokiTarget{pushURL: srv.URL + pushPath})
+	s.batch.add([]entry{{ts: 1, line: "a"}})
+	for range 8 { // each flush retries, so the counters change each time
+		ctx, cancel := context.WithTimeout(t.Context(), 150*time.Millisecond)
+		s.flush(ctx, maxRequestBytes)
+		cancel()
+	}
+	reports := 0
+	for _, e := range s.batch.entries {
+		if e.report {
+			reports++
+		}
+	}
+	if reports != 1 || len(s.batch.entries) != 2 {
+		t.Errorf("%d entries queued, %d of them stats lines; want the line and one stats line", len(s.batch.entries), reports)
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
 )
 
 // Defaults of the configuration, and fixed timings.
@@ -50,8 +51,14 @@ const (
 	// none has arrived for this long; shutdownMaxWait caps that wait.
 	shutdownQuiet   = 100 * time.Millisecond
 	shutdownMaxWait = 300 * time.Millisecond
-	// fallbackShutdown is the budget when SHUTDOWN carries no deadline.
+	// fallbackShutdown is the budget when SHUTDOWN carries no usable
+	// deadline (none, or more than maxShutdown away).
 	fallbackShutdown = 1500 * time.Millisecond
+	maxShutdown      = 10 * time.Second
+	// invokeMargin is kept free before an invocation's deadline;
+	// maxInvocation stands in for a missing or unusable one.
+	invokeMargin  = 50 * time.Millisecond
+	maxInvocation = 15 * time.Minute
 )
 
 func main() {
@@ -93,12 +100,18 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	cfg.target.pushURL = pushURL(u)
 
-	user, pass, bearer := getenv("LOKI_USERNAME"), getenv("LOKI_PASSWORD"), getenv("LOKI_BEARER_TOKEN")
+	user := strings.TrimSpace(getenv("LOKI_USERNAME"))
+	pass := strings.TrimSpace(getenv("LOKI_PASSWORD"))
+	bearer := strings.TrimSpace(getenv("LOKI_BEARER_TOKEN"))
 	if u.User != nil && user == "" && pass == "" {
 		user = u.User.Username()
 		pass, _ = u.User.Password()
 	}
 	switch {
+	case strings.ContainsFunc(user+pass, unicode.IsControl) || strings.Contains(user, ":"):
+		return cfg, errors.New("LOKI_USERNAME or LOKI_PASSWORD holds a control character (or the user a colon): copy them again from your Loki or Grafana Cloud settings")
+	case strings.ContainsFunc(bearer, unicode.IsControl):
+		return cfg, errors.New("LOKI_BEARER_TOKEN holds a control character: copy the token again")
 	case (user == "") != (pass == ""):
 		return cfg, errors.New("LOKI_USERNAME and LOKI_PASSWORD go together: set both (on Grafana Cloud, the numeric user of your Loki instance and an access policy token with logs:write)")
 	case user != "" && bearer != "":
@@ -136,8 +149,12 @@ func loadConfig(getenv func(string) string) (config, error) {
 	cfg.flushInterval = env.duration("LOKI_FLUSH_INTERVAL", defaultFlushInterval, 100*time.Millisecond, time.Hour)
 	cfg.flushTimeout = env.duration("LOKI_FLUSH_TIMEOUT", defaultFlushTimeout, 10*time.Millisecond, 15*time.Minute)
 	cfg.runtimeDoneWait = env.duration("LOKI_RUNTIME_DONE_WAIT", 0, 0, 15*time.Minute)
-	if env.err == nil && cfg.port == 9001 {
+	switch {
+	case env.err != nil:
+	case cfg.port == 9001:
 		env.err = errors.New("LOKI_LISTENER_PORT: 9001 is reserved by Lambda; pick another port, e.g. 4243")
+	case cfg.maxLineBytes > cfg.bufferBytes/4:
+		env.err = fmt.Errorf("LOKI_MAX_LINE_BYTES: %d is over a quarter of LOKI_BUFFER_BYTES (%d); lower it or raise the buffer", cfg.maxLineBytes, cfg.bufferBytes)
 	}
 	return cfg, env.err
 }
@@ -224,7 +241,6 @@ type extension struct {
 	holding        bool               // the event loop holds the shipper's gate
 	lastNext       time.Time          // when the event loop last went to /next
 	stopBackground context.CancelFunc // ends the background flush loop
-	backgroundDone chan struct{}
 }
 
 // run registers the extension and runs the event loop until SHUTDOWN.
@@ -319,18 +335,20 @@ func start(ctx context.Context, cfg config, api *extensionClient, reg registerRe
 	}
 
 	bctx, cancel := context.WithCancel(ctx)
-	x.stopBackground, x.backgroundDone = cancel, make(chan struct{})
-	go func() {
-		defer close(x.backgroundDone)
-		x.shipper.background(bctx, cfg.flushInterval)
-	}()
+	x.stopBackground = cancel
+	go x.shipper.background(bctx, cfg.flushInterval)
+	if !cfg.managedInstances {
+		// No push while Init ends and the environment may freeze; Init's
+		// lines go out with the first invocation.
+		x.holding = x.shipper.hold(ctx, false)
+	}
 	return x, nil
 }
 
 // invoke handles an INVOKE event: it waits until the runtime is done with
 // the invocation, then pushes everything buffered before returning to /next.
-// It returns holding the shipper's gate, so that no background push starts
-// before the environment freezes.
+// It returns holding the shipper's gate, so that no push is in flight when
+// the environment freezes.
 //
 // In the adaptive flush mode, while invocations come back to back (the last
 // freeze was under a quarter of LOKI_FLUSH_INTERVAL) and no buffered line is
@@ -339,10 +357,8 @@ func start(ctx context.Context, cfg config, api *extensionClient, reg registerRe
 func (x *extension) invoke(ctx context.Context, ev lifecycleEvent) {
 	frozen := time.Since(x.lastNext)
 	defer func() { x.lastNext = time.Now() }()
-	if x.holding {
-		x.shipper.release()
-		x.holding = false
-	}
+	x.shipper.release(x.holding)
+	x.holding = false
 	x.listener.invoke(ev.RequestID, ev.Tracing.Value)
 	if !x.telemetry {
 		return
@@ -350,10 +366,15 @@ func (x *extension) invoke(ctx context.Context, ev lifecycleEvent) {
 	if x.shipper.breakerOpen() || (x.cfg.adaptive && x.batch.queuedBytes() > 0) {
 		x.shipper.requestFlush() // push while the invocation runs
 	}
+	now := time.Now()
 	deadline := time.UnixMilli(ev.DeadlineMs)
+	if !deadline.After(now) || deadline.After(now.Add(maxInvocation)) {
+		deadline = now.Add(maxInvocation) // not a usable deadline
+	}
+	deadline = deadline.Add(-invokeMargin)
 	until := deadline
-	if w := x.cfg.runtimeDoneWait; w > 0 && time.Now().Add(w).Before(until) {
-		until = time.Now().Add(w)
+	if w := x.cfg.runtimeDoneWait; w > 0 && now.Add(w).Before(until) {
+		until = now.Add(w)
 	}
 	x.listener.waitRuntimeDone(ctx, ev.RequestID, until)
 
@@ -363,70 +384,56 @@ func (x *extension) invoke(ctx context.Context, ev lifecycleEvent) {
 	}
 	fctx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
-	if x.shipper.breakerOpen() || !x.shipper.acquire(fctx) {
-		// Don't wait on Loki: stop the background push, keep its lines.
-		x.shipper.preempt()
-		actx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-		x.holding = x.shipper.acquire(actx)
-		cancel()
+	open := x.shipper.breakerOpen() // then don't wait on Loki at all
+	if x.holding = x.shipper.hold(fctx, open); !x.holding || open {
 		return
 	}
-	x.holding = true
 	if x.cfg.adaptive && frozen < x.cfg.flushInterval/4 && x.batch.oldest() > time.Now().Add(-x.cfg.flushInterval).UnixNano() {
 		return // busy: the next invocation pushes these lines
 	}
-	x.shipper.flush(fctx, false)
+	x.shipper.flush(fctx, boundedRequestBytes)
 }
 
 // shutdown handles SHUTDOWN: it waits briefly for late telemetry, pushes
 // everything left before the deadline, and reports what it could not.
 func (x *extension) shutdown(ctx context.Context, ev lifecycleEvent) {
+	now := time.Now()
 	end := time.UnixMilli(ev.DeadlineMs).Add(-shutdownMargin)
-	if ev.DeadlineMs <= 0 {
-		end = time.Now().Add(fallbackShutdown)
+	if ev.DeadlineMs <= 0 || end.After(now.Add(maxShutdown)) {
+		end = now.Add(fallbackShutdown) // not a usable deadline
 	}
 	x.stopBackground()
-	x.awaitBackground(end)
+	if !x.holding {
+		// A background push may go on for half the time left.
+		hctx, cancel := context.WithDeadline(ctx, now.Add(time.Until(end)/2))
+		x.holding = x.shipper.hold(hctx, false)
+		cancel()
+	}
 	if x.telemetry {
 		x.awaitQuiet(end)
 	}
-	if !x.holding {
-		x.holding = x.shipper.acquire(ctx) // free: the background loop is gone
-	}
-	// Drain, keeping time for the stats line: a quarter of what is left,
-	// or what the last request took if that is less.
-	reserve := min(time.Until(end)/4, x.shipper.lastDuration)
-	dctx, cancel := context.WithDeadline(ctx, end.Add(-reserve))
-	x.shipper.flush(dctx, true)
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	x.server.Shutdown(cctx) // no line arrives after this: the count is exact
 	cancel()
+	if x.holding {
+		// Drain, keeping time for the stats line.
+		reserve := min(time.Until(end)/4, 200*time.Millisecond)
+		dctx, cancel := context.WithDeadline(ctx, end.Add(-reserve))
+		x.shipper.flush(dctx, boundedRequestBytes)
+		cancel()
+	}
 	if n := x.batch.discard(); n > 0 {
 		x.batch.count(func(c *counters) { c.droppedAtExit += int64(n) })
 	}
-	c := x.shipper.queueStats(true)
-	sctx, cancel := context.WithDeadline(ctx, end)
-	defer cancel()
-	x.shipper.flush(sctx, true)
-	x.batch.discard()
-
-	cctx, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel2()
-	x.server.Shutdown(cctx)
+	x.shipper.queueStats(true)
+	if x.holding {
+		sctx, cancel := context.WithDeadline(ctx, end)
+		x.shipper.flush(sctx, boundedRequestBytes)
+		cancel()
+	}
+	c := x.batch.counters()
 	x.log.log.Printf("shutdown (%s): %d lines sent; dropped: %d buffer full, %d rejected by Loki, %d at shutdown, %d by Lambda; %d retries",
 		strings.ToLower(ev.ShutdownReason), c.sent, c.droppedFull, c.droppedLoki, c.droppedAtExit, c.droppedByLambda, c.retries)
-}
-
-// awaitBackground waits for the background loop to end: a push it is in
-// may go on for half the time left before end, then it is preempted.
-func (x *extension) awaitBackground(end time.Time) {
-	t := time.NewTimer(time.Until(end) / 2)
-	defer t.Stop()
-	select {
-	case <-x.backgroundDone:
-		return
-	case <-t.C:
-	}
-	x.shipper.preempt()
-	<-x.backgroundDone
 }
 
 // awaitQuiet waits until no telemetry has arrived for shutdownQuiet since
@@ -453,11 +460,11 @@ func (x *extension) awaitQuiet(end time.Time) {
 // return err for the process to exit.
 func (x *extension) fail(ctx context.Context, err error) error {
 	x.stopBackground()
-	x.awaitBackground(time.Now().Add(time.Second))
-	if x.holding || x.shipper.acquire(ctx) {
-		fctx, cancel := context.WithTimeout(ctx, time.Second)
-		x.shipper.flush(fctx, true)
-		cancel()
+	fctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if x.holding || x.shipper.hold(fctx, false) {
+		x.holding = true
+		x.shipper.flush(fctx, boundedRequestBytes)
 	}
 	x.api.exitError(ctx, "Extension.NextFailed", err)
 	return err

@@ -74,7 +74,7 @@ func TestLoadConfigSettings(t *testing.T) {
 	if diff := cmp.Diff(want, cfg, cmp.AllowUnexported(config{}, lokiTarget{}, typeFilter{})); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
-	cfg, err = loadConfig(mapEnv(map[string]string{"LOKI_URL": "http://loki:3100", "LOKI_BEARER_TOKEN": "tok"}))
+	cfg, err = loadConfig(mapEnv(map[string]string{"LOKI_URL": "http://loki:3100", "LOKI_BEARER_TOKEN": "tok\n"}))
 	if err != nil || cfg.target.authorization != "Bearer tok" {
 		t.Errorf("bearer: %q, %v", cfg.target.authorization, err)
 	}
@@ -95,6 +95,10 @@ func TestLoadConfigErrors(t *testing.T) {
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_PASSWORD": secret}, "LOKI_USERNAME and LOKI_PASSWORD go together"},
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_USERNAME": "1", "LOKI_PASSWORD": secret, "LOKI_BEARER_TOKEN": secret}, "keep one of them"},
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_TENANT_ID": "a|b"}, "LOKI_TENANT_ID: a tenant is"},
+		{map[string]string{"LOKI_URL": "http://l", "LOKI_BEARER_TOKEN": "glc_s3cret\x00x"}, "LOKI_BEARER_TOKEN holds a control character"},
+		{map[string]string{"LOKI_URL": "http://l", "LOKI_USERNAME": "12\x1b3", "LOKI_PASSWORD": secret}, "LOKI_USERNAME or LOKI_PASSWORD holds a control character"},
+		{map[string]string{"LOKI_URL": "http://l", "LOKI_USERNAME": "a:b", "LOKI_PASSWORD": secret}, "or the user a colon"},
+		{map[string]string{"LOKI_URL": "http://l", "LOKI_MAX_LINE_BYTES": "1000000", "LOKI_BUFFER_BYTES": "2000000"}, "LOKI_MAX_LINE_BYTES: 1000000 is over a quarter of LOKI_BUFFER_BYTES"},
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_TENANT_ID": ".."}, "LOKI_TENANT_ID"},
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_LABELS": "a-b=c"}, `LOKI_LABELS: label name "a-b" must match`},
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_TYPES": "function,logs"}, `LOKI_TYPES: unknown type "logs"`},

@@ -37,7 +37,7 @@ func BenchmarkPipeline(b *testing.B) {
 			b.Fatal(err, resp)
 		}
 		resp.Body.Close()
-		if err := s.flush(b.Context(), false); err != nil {
+		if err := s.flush(b.Context(), maxRequestBytes); err != nil {
 			b.Fatal(err)
 		}
 	}

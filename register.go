@@ -42,8 +42,7 @@ type registerResponse struct {
 
 // tracing is the X-Ray context of an INVOKE event.
 type tracing struct {
-	Type  string
-	Value string
+	Value string // X-Amzn-Trace-Id: "Root=...;Parent=...;Sampled=..."
 }
 
 // lifecycleEvent is an INVOKE or SHUTDOWN event returned by /next.
@@ -150,10 +149,7 @@ func (c *extensionClient) next(ctx context.Context) (lifecycleEvent, error) {
 			ev.ShutdownReason, _ = jsonString(v)
 		case "tracing":
 			members(v, func(key, v []byte) {
-				switch string(key) {
-				case "type":
-					ev.Tracing.Type, _ = jsonString(v)
-				case "value":
+				if string(key) == "value" {
 					ev.Tracing.Value, _ = jsonString(v)
 				}
 			})
