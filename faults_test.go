@@ -52,21 +52,30 @@ func statsLine(t *testing.T, loki *fakeLoki) map[string]string {
 	return kv
 }
 
+// outage returns a fake Loki that answers down() while the returned flag is
+// set, and 204 once it is cleared.
+func outage(t *testing.T, down func() int) (*fakeLoki, *atomic.Bool) {
+	loki := newFakeLoki(t)
+	var on atomic.Bool
+	on.Store(true)
+	loki.reply = func(n int, w http.ResponseWriter) int {
+		if on.Load() {
+			return down()
+		}
+		return http.StatusNoContent
+	}
+	return loki, &on
+}
+
 // TestHungLokiCostsAtMostTheFlushTimeout: a Loki that never answers adds
 // at most LOKI_FLUSH_TIMEOUT to an invocation, then nothing once the
 // breaker opens; when Loki is back every line arrives once, in order.
 func TestHungLokiCostsAtMostTheFlushTimeout(t *testing.T) {
 	f := newFakeLambda(t)
-	loki := newFakeLoki(t)
-	var hung atomic.Bool
-	hung.Store(true)
-	loki.reply = func(n int, w http.ResponseWriter) int {
-		if hung.Load() {
-			time.Sleep(3 * time.Second) // far past the flush timeout
-			return http.StatusServiceUnavailable
-		}
-		return http.StatusNoContent
-	}
+	loki, hung := outage(t, func() int {
+		time.Sleep(3 * time.Second) // far past the flush timeout
+		return http.StatusServiceUnavailable
+	})
 	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL, "LOKI_FLUSH_TIMEOUT": "200ms"})
 	f.awaitNext()
 	var want []string
@@ -110,15 +119,7 @@ func TestHungLokiCostsAtMostTheFlushTimeout(t *testing.T) {
 // flushes the end of an invocation no longer waits on it.
 func TestBreakerStopsWaitingForLoki(t *testing.T) {
 	f := newFakeLambda(t)
-	loki := newFakeLoki(t)
-	var failing atomic.Bool
-	failing.Store(true)
-	loki.reply = func(n int, w http.ResponseWriter) int {
-		if failing.Load() {
-			return http.StatusInternalServerError
-		}
-		return http.StatusNoContent
-	}
+	loki, failing := outage(t, func() int { return http.StatusInternalServerError })
 	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL, "LOKI_FLUSH_TIMEOUT": "1s"})
 	f.awaitNext()
 	var want []string
@@ -225,15 +226,7 @@ func summary(t *testing.T, out string) counters {
 // holds while Loki is away loses the newest lines, and says how many.
 func TestBufferFullIsCounted(t *testing.T) {
 	f := newFakeLambda(t)
-	loki := newFakeLoki(t)
-	var down atomic.Bool
-	down.Store(true)
-	loki.reply = func(n int, w http.ResponseWriter) int {
-		if down.Load() {
-			return http.StatusBadGateway
-		}
-		return http.StatusNoContent
-	}
+	loki, down := outage(t, func() int { return http.StatusBadGateway })
 	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL, "LOKI_BUFFER_BYTES": "1048576",
 		"AWS_LAMBDA_INITIALIZATION_TYPE": "lambda-managed-instances"})
 	f.awaitNext()
