@@ -74,7 +74,6 @@ func main() {
 type config struct {
 	target           lokiTarget
 	types            typeFilter
-	withExtension    bool // subscribe to the extension stream
 	port             int
 	buffering        buffering
 	bufferBytes      int
@@ -130,7 +129,6 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if cfg.types, err = parseTypes(envOr(getenv, "LOKI_TYPES", defaultTypes)); err != nil {
 		return cfg, fmt.Errorf("LOKI_TYPES: %w", err)
 	}
-	cfg.withExtension = cfg.types.extension
 	switch mode := envOr(getenv, "LOKI_FLUSH_MODE", "invocation"); mode {
 	case "invocation":
 	case "adaptive":
@@ -275,13 +273,11 @@ func run(ctx context.Context, getenv func(string) string, name string, logger *l
 	}
 	// Lambda ends extensions with SHUTDOWN, not signals; a stray SIGTERM or
 	// SIGINT only asks for a flush.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
+	sigctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
 	go func() {
-		for range sigs {
-			x.shipper.requestFlush()
-		}
+		<-sigctx.Done()
+		x.shipper.requestFlush()
 	}()
 	for {
 		ev, err := api.next(ctx)
@@ -321,7 +317,7 @@ func start(ctx context.Context, cfg config, api *extensionClient, reg registerRe
 	go x.server.Serve(ln)
 
 	types := []string{"platform", "function"}
-	if cfg.withExtension {
+	if cfg.types.extension {
 		types = append(types, "extension")
 	}
 	port := ln.Addr().(*net.TCPAddr).Port

@@ -60,7 +60,6 @@ func TestLoadConfigSettings(t *testing.T) {
 		target: lokiTarget{pushURL: "https://logs.example.net/loki/api/v1/push", authorization: "Basic MTIzNDU2OmdsY190b2tlbg==",
 			tenant: "team-a", labels: map[string]string{"env": "prod"}},
 		types:            typeFilter{function: true, extension: true, platformTypes: map[string]bool{}},
-		withExtension:    true,
 		port:             5000,
 		buffering:        buffering{MaxItems: 10000, MaxBytes: 1048576, TimeoutMs: 100},
 		bufferBytes:      2 << 20,
