@@ -27,6 +27,12 @@ const (
 	maxRecordTimeAge = time.Hour
 	// recentIDs is how many recent invocations the listener remembers.
 	recentIDs = 8
+	// addChunk is how many entries a delivery adds to the batch at a time,
+	// so that a hostile body can't grow the scratch slice without bound.
+	addChunk = 1024
+	// maxDeliveries is how many deliveries are read at once; Lambda sends
+	// one at a time, and each may hold maxBodyBytes.
+	maxDeliveries = 4
 )
 
 // platformRecord holds the fields of platform.* records that the extension
@@ -111,6 +117,7 @@ type listener struct {
 	now            func() time.Time
 	doneSignal     chan struct{} // capacity 1; a value after each runtimeDone
 	bodies         sync.Pool     // of *bytes.Buffer, for request bodies
+	slots          chan struct{} // capacity maxDeliveries
 
 	mu           sync.Mutex // guards the fields below
 	requestID    string     // the current invocation, "" when unknown
@@ -133,6 +140,7 @@ func newListener(b *batch, types typeFilter, maxLine int, ownPrefix string, infe
 		now:            time.Now,
 		doneSignal:     make(chan struct{}, 1),
 		bodies:         sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		slots:          make(chan struct{}, maxDeliveries),
 	}
 }
 
@@ -144,6 +152,12 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "use POST", http.StatusMethodNotAllowed)
+		return
+	}
+	select {
+	case l.slots <- struct{}{}:
+		defer func() { <-l.slots }()
+	case <-r.Context().Done():
 		return
 	}
 	buf := l.bodies.Get().(*bytes.Buffer)
@@ -241,7 +255,11 @@ func (l *listener) convert(body []byte) (done []string) {
 			e.line = truncate(e.line, l.maxLine)
 			truncated++
 		}
-		es = append(es, e)
+		if es = append(es, e); len(es) == addChunk { // bound the scratch
+			l.batch.add(es)
+			clear(es)
+			es = es[:0]
+		}
 	})
 	l.batch.add(es)
 	clear(es) // keep no lines alive

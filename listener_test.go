@@ -365,3 +365,22 @@ func TestMembersAndElements(t *testing.T) {
 		t.Errorf("elements (-want +got):\n%s", diff)
 	}
 }
+
+// TestFloodStaysBounded: a delivery of far more lines than the buffer holds
+// keeps the buffer under its cap and the scratch slice small, and counts
+// every line it could not keep.
+func TestFloodStaysBounded(t *testing.T) {
+	t.Parallel()
+	l := newListener(newBatch(1<<20, 1<<20), typeFilter{function: true}, 1024, "x: ", true)
+	const n = 50000
+	body := "[" + strings.Repeat(`{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"flood line\n"},`, n-1) +
+		`{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"flood line\n"}]`
+	if status := post(l, body); status != http.StatusOK {
+		t.Fatalf("status %d", status)
+	}
+	c := l.batch.counters()
+	kept := len(l.batch.entries)
+	if kept+int(c.droppedFull) != n || l.batch.queued > 1<<20 || cap(l.scratch) > addChunk {
+		t.Errorf("kept %d + dropped %d of %d; queued %d bytes; scratch capacity %d", kept, c.droppedFull, n, l.batch.queued, cap(l.scratch))
+	}
+}
