@@ -52,6 +52,23 @@ func statsLine(t *testing.T, loki *fakeLoki) map[string]string {
 	return kv
 }
 
+// flood delivers batches of n distinct function lines of about size bytes
+// each, and returns them.
+func flood(f *fakeLambda, batches, n, size int) []string {
+	f.t.Helper()
+	var lines []string
+	for b := range batches {
+		var events []any
+		for i := range n {
+			line := fmt.Sprintf("batch %02d line %04d %s", b, i, strings.Repeat("x", size))
+			lines = append(lines, line)
+			events = append(events, tev("function", line))
+		}
+		f.deliver(events...)
+	}
+	return lines
+}
+
 // outage returns a fake Loki that answers down() while the returned flag is
 // set, and 204 once it is cleared.
 func outage(t *testing.T, down func() int) (*fakeLoki, *atomic.Bool) {
@@ -164,16 +181,7 @@ func TestShutdownUnderPressure(t *testing.T) {
 	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL,
 		"AWS_LAMBDA_INITIALIZATION_TYPE": "lambda-managed-instances"})
 	f.awaitNext()
-	var want []string
-	for b := range 20 {
-		var events []any
-		for i := range 1000 {
-			line := fmt.Sprintf("batch %02d line %03d %s", b, i, strings.Repeat("x", 100))
-			want = append(want, line)
-			events = append(events, tev("function", line))
-		}
-		f.deliver(events...)
-	}
+	want := flood(f, 20, 1000, 100)
 	down.Store(false)
 	deadline := time.Now().Add(2 * time.Second)
 	f.send(lifecycleEvent{EventType: "SHUTDOWN", ShutdownReason: "spindown", DeadlineMs: deadline.UnixMilli()})
@@ -230,16 +238,7 @@ func TestBufferFullIsCounted(t *testing.T) {
 	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL, "LOKI_BUFFER_BYTES": "1048576",
 		"AWS_LAMBDA_INITIALIZATION_TYPE": "lambda-managed-instances"})
 	f.awaitNext()
-	var want []string
-	for b := range 20 {
-		var events []any
-		for i := range 1000 {
-			line := fmt.Sprintf("b%02d l%03d %s", b, i, strings.Repeat("y", 60))
-			want = append(want, line)
-			events = append(events, tev("function", line))
-		}
-		f.deliver(events...)
-	}
+	want := flood(f, 20, 1000, 60)
 	down.Store(false)
 	f.shutdown()
 	if err := x.wait(t); err != nil {
