@@ -35,12 +35,15 @@ const entryOverhead = 96
 // batch has accepted it, so a resend carries the same bytes and Loki drops
 // what it already has.
 type entry struct {
-	ts     int64 // Unix nanoseconds, strictly increasing within a source
-	line   string
-	src    source
-	meta   metadata
-	report bool // the extension's own stats line, not counted as a line
-	nbytes int  // set by add: the bytes it holds against the cap
+	ts   int64 // Unix nanoseconds, strictly increasing within a source
+	line string
+	// escaped: line is JSON string content, escapes and all, as Lambda
+	// sent it (valid UTF-8, validated escapes).
+	escaped bool
+	src     source
+	meta    metadata
+	report  bool // the extension's own stats line, not counted as a line
+	nbytes  int  // set by add: the bytes it holds against the cap
 }
 
 // metadata is the structured metadata of an entry; empty fields are omitted.

@@ -11,9 +11,21 @@ import (
 func lines(es []entry) []string {
 	var out []string
 	for _, e := range es {
-		out = append(out, e.line)
+		out = append(out, lineText(e))
 	}
 	return out
+}
+
+// lineText is an entry's line as Loki will have it.
+func lineText(e entry) string {
+	if !e.escaped {
+		return e.line
+	}
+	s, ok := jsonString([]byte(`"` + e.line + `"`))
+	if !ok {
+		panic("not a JSON string: " + e.line)
+	}
+	return s
 }
 
 func TestAddMakesTimestampsStrictlyIncreasingPerSource(t *testing.T) {

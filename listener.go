@@ -282,6 +282,16 @@ func (l *listener) logEntry(raw []byte, ts time.Time, src source) (entry, bool) 
 	e := entry{src: src}
 	switch {
 	case len(raw) > 0 && raw[0] == '"':
+		if line, ok := l.escapedLine(raw); ok {
+			// The common text line: kept as Lambda escaped it, so that it
+			// is neither unescaped here nor escaped again for Loki.
+			if src == sourceExtension && strings.HasPrefix(line, l.ownPrefix) {
+				return entry{}, false
+			}
+			e.line, e.escaped = line, true
+			e.meta.requestID, e.meta.level = parseTextPrefix(line, `\t`)
+			break
+		}
 		s, _ := jsonString(raw)
 		if src == sourceExtension && strings.HasPrefix(s, l.ownPrefix) {
 			return entry{}, false
@@ -295,7 +305,7 @@ func (l *listener) logEntry(raw []byte, ts time.Time, src source) (entry, bool) 
 			}
 		}
 		if !isJSON {
-			e.meta.requestID, e.meta.level = parseTextPrefix(e.line)
+			e.meta.requestID, e.meta.level = parseTextPrefix(e.line, "\t")
 		}
 	case len(raw) > 0 && raw[0] == '{':
 		e.line = string(raw)
@@ -309,6 +319,27 @@ func (l *listener) logEntry(raw []byte, ts time.Time, src source) (entry, bool) 
 	e.meta.traceID = l.traceOf(e.meta.requestID)
 	e.ts = ts.UnixNano()
 	return e, true
+}
+
+// escapedLine returns a string record's content as Lambda escaped it, less
+// one trailing newline, if it can be sent to Loki that way: valid UTF-8,
+// within the maximum line size even before unescaping, and not a JSON
+// object (those are read as records).
+func (l *listener) escapedLine(raw []byte) (string, bool) {
+	inner := raw[1 : len(raw)-1]
+	if n := len(inner); n >= 2 && inner[n-1] == 'n' && inner[n-2] == '\\' {
+		run := 1 // backslashes ending at n-2: odd means the last is an escape
+		for run < n-1 && inner[n-2-run] == '\\' {
+			run++
+		}
+		if run%2 == 1 {
+			inner = inner[:n-2]
+		}
+	}
+	if len(inner) > l.maxLine || (len(inner) > 0 && inner[0] == '{') || !utf8.Valid(inner) {
+		return "", false
+	}
+	return string(inner), true
 }
 
 // readJSONRecord takes the request id, level and timestamp from a JSON log
@@ -567,16 +598,17 @@ func parseTime(raw []byte) (time.Time, bool) {
 // parseTextPrefix finds the request id and level in the tab-separated prefix
 // of the managed runtimes: Node.js and others write
 // "<time>\t<request id>\t<LEVEL>\t<message>", Python "[<LEVEL>]\t<time>\t<request id>\t<message>".
-func parseTextPrefix(line string) (requestID, level string) {
-	f1, rest, ok := strings.Cut(line, "\t")
+// tab is how the line writes a tab: "\t", or `\t` if it is still escaped.
+func parseTextPrefix(line, tab string) (requestID, level string) {
+	f1, rest, ok := strings.Cut(line, tab)
 	if !ok {
 		return "", ""
 	}
-	f2, rest, ok := strings.Cut(rest, "\t")
+	f2, rest, ok := strings.Cut(rest, tab)
 	if !ok {
 		return "", ""
 	}
-	f3, _, ok := strings.Cut(rest, "\t")
+	f3, _, ok := strings.Cut(rest, tab)
 	if !ok {
 		return "", ""
 	}

@@ -42,7 +42,7 @@ type got struct {
 func stored(l *listener) []got {
 	var out []got
 	for _, e := range l.batch.entries {
-		out = append(out, got{e.src.String(), time.Unix(0, e.ts).UTC().Format(time.RFC3339Nano), e.line, e.meta})
+		out = append(out, got{e.src.String(), time.Unix(0, e.ts).UTC().Format(time.RFC3339Nano), lineText(e), e.meta})
 	}
 	return out
 }
@@ -259,7 +259,7 @@ func FuzzListenerDecode(f *testing.F) {
 		for src := range numSources {
 			for _, e := range l.batch.entries {
 				if e.src == src {
-					want = append(want, jsonRoundTrip(e.line))
+					want = append(want, jsonRoundTrip(lineText(e)))
 				}
 			}
 		}
@@ -382,5 +382,31 @@ func TestFloodStaysBounded(t *testing.T) {
 	kept := len(l.batch.entries)
 	if kept+int(c.droppedFull) != n || l.batch.queued > 1<<20 || cap(l.scratch) > 2*addChunk {
 		t.Errorf("kept %d + dropped %d of %d; queued %d bytes; scratch capacity %d", kept, c.droppedFull, n, l.batch.queued, cap(l.scratch))
+	}
+}
+
+// TestEscapedLines: text lines are kept as Lambda escaped them and reach
+// Loki as the same text; one trailing newline goes, an escaped backslash
+// before an n does not.
+func TestEscapedLines(t *testing.T) {
+	t.Parallel()
+	for record, want := range map[string]string{
+		`"plain"`:                "plain",
+		`"tab\tand quote \" \n"`: "tab\tand quote \" ",
+		`"two\n\n"`:              "two\n",
+		`"backslash n \\n"`:      `backslash n \n`,
+		`"three \\\n"`:           `three \`,
+		`"\u00e9\ud83c\udf89"`:   "é🎉",
+		`"\n"`:                   "",
+		`""`:                     "",
+	} {
+		l := testListener(defaultTypes)
+		post(l, `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":`+record+`}]`)
+		s, _ := testShipper(t, lokiTarget{})
+		s.encode(l.batch.entries)
+		req := decodeBody(t, s.body.Bytes())
+		if got := req.Streams[0].Values[0].Line; got != want {
+			t.Errorf("record %s reached Loki as %q, want %q", record, got, want)
+		}
 	}
 }

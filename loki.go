@@ -464,15 +464,15 @@ func hint(status int) string {
 // status and the start of its body, or an error if no final answer came.
 func (s *shipper) send(ctx context.Context) (int, string, error) {
 	delay := retryBaseDelay
-	resetRetried := false
+	resetRetried, noted := false, false
 	for {
 		status, retryAfter, body, err := s.post(ctx)
 		if err == nil && !retryable(status) {
 			return status, body, nil
 		}
 		perr := &pushError{status: status, body: body, err: err}
-		if errors.Is(ctx.Err(), context.Canceled) {
-			return 0, "", perr // preempted: not Loki's failure
+		if errors.Is(ctx.Err(), context.Canceled) || (noted && ctx.Err() != nil) {
+			return 0, "", perr // preempted, or out of time after a failure told already
 		}
 		if err != nil {
 			perr.status = -1
@@ -485,6 +485,7 @@ func (s *shipper) send(ctx context.Context) (int, string, error) {
 			}
 		}
 		s.noteFailure(perr)
+		noted = true
 		wait := delay/2 + rand.N(delay/2+1)
 		if retryAfter > 0 {
 			wait = retryAfter
@@ -596,7 +597,13 @@ func appendValue(b []byte, e *entry) []byte {
 	b = append(b, `["`...)
 	b = strconv.AppendInt(b, e.ts, 10)
 	b = append(b, `",`...)
-	b = appendJSONString(b, e.line)
+	if e.escaped {
+		b = append(b, '"')
+		b = append(b, e.line...)
+		b = append(b, '"')
+	} else {
+		b = appendJSONString(b, e.line)
+	}
 	m := &e.meta
 	if m.requestID != "" || m.traceID != "" || m.level != "" || m.eventType != "" {
 		b = append(b, ",{"...)
