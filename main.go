@@ -62,6 +62,10 @@ const (
 )
 
 func main() {
+	// The memory the extension takes is the function's: a heap goal of half
+	// the live heap, not all of it, cut the peak RSS of a 100k-line burst
+	// from 11.7 to 10.4 MB for no CPU we could measure (go run ./bench).
+	debug.SetGCPercent(50)
 	name := filepath.Base(os.Args[0])
 	logger := log.New(os.Stderr, name+": ", 0)
 	if err := run(context.Background(), os.Getenv, name, logger); err != nil {
