@@ -78,7 +78,8 @@ type batch struct {
 	queued   int        // bytes of entries
 	inflight int        // bytes taken by the shipper and not yet settled
 	lastTS   [numSources]int64
-	lastTake int // entries taken last time: the capacity to start with
+	lastTake int   // entries taken last time: the capacity to start with
+	head     int64 // how many entries were ever taken (and not put back)
 	stats    counters
 }
 
@@ -153,6 +154,7 @@ func (b *batch) take(maxBytes int) []entry {
 	}
 	taken := b.entries[:n:n]
 	b.lastTake = n
+	b.head += int64(n)
 	if n == len(b.entries) {
 		b.entries = nil
 	} else {
@@ -182,6 +184,7 @@ func (b *batch) requeue(es []entry) {
 	n := sizeOf(es)
 	b.inflight -= n
 	b.queued += n
+	b.head -= int64(len(es))
 	b.entries = append(es[:len(es):len(es)], b.entries...)
 }
 
@@ -190,21 +193,23 @@ func (b *batch) discard() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n := lineCount(b.entries)
+	b.head += int64(len(b.entries))
 	b.entries, b.queued = nil, 0
 	return n
 }
 
-// oldest returns the timestamp of the oldest queued line, or the maximum
-// int64 if none is queued.
-func (b *batch) oldest() int64 {
+// mark returns a mark after the entries queued now; taken reports whether
+// all of them have been taken since, and not put back.
+func (b *batch) mark() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for i := range b.entries {
-		if !b.entries[i].report {
-			return b.entries[i].ts
-		}
-	}
-	return 1<<63 - 1
+	return b.head + int64(len(b.entries))
+}
+
+func (b *batch) taken(mark int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.head >= mark
 }
 
 // queuedBytes returns the bytes waiting to be taken.

@@ -327,13 +327,16 @@ func (l *listener) logEntry(raw []byte, ts time.Time, src source) (entry, bool) 
 // object (those are read as records).
 func (l *listener) escapedLine(raw []byte) (string, bool) {
 	inner := raw[1 : len(raw)-1]
-	if n := len(inner); n >= 2 && inner[n-1] == 'n' && inner[n-2] == '\\' {
-		run := 1 // backslashes ending at n-2: odd means the last is an escape
-		for run < n-1 && inner[n-2-run] == '\\' {
-			run++
-		}
-		if run%2 == 1 {
-			inner = inner[:n-2]
+	for _, nl := range []string{`\n`, `\u000a`, `\u000A`} {
+		if n := len(inner) - len(nl); n >= 0 && string(inner[n:]) == nl {
+			run := 1 // backslashes ending at n: odd means the last is an escape
+			for run <= n && inner[n-run] == '\\' {
+				run++
+			}
+			if run%2 == 1 {
+				inner = inner[:n]
+			}
+			break
 		}
 	}
 	if len(inner) > l.maxLine || (len(inner) > 0 && inner[0] == '{') || !utf8.Valid(inner) {
@@ -609,8 +612,8 @@ func parseTextPrefix(line, tab string) (requestID, level string) {
 		return "", ""
 	}
 	f3, _, ok := strings.Cut(rest, tab)
-	if !ok {
-		return "", ""
+	if !ok || strings.Contains(f1, `\`) || strings.Contains(f2, `\`) || strings.Contains(f3, `\`) {
+		return "", "" // no such field has a backslash: tab matched inside an escape
 	}
 	if len(f1) > 2 && f1[0] == '[' && f1[len(f1)-1] == ']' && isLevel(f1[1:len(f1)-1]) && isTimestamp(f2) {
 		requestID, level = f3, normalLevel(f1[1:len(f1)-1])

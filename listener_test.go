@@ -60,6 +60,8 @@ func TestRecordDecoding(t *testing.T) {
 			[]got{{"function", "2024-11-25T10:15:30.101Z", "2024-11-25T10:15:30.100Z\t" + rid + "\tERROR\tboom", metadata{requestID: rid, level: "error"}}}},
 		{"Python prefix", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"[WARNING]\t2024-11-25T10:15:30.100Z\t` + rid + `\tcareful\n"}]`,
 			[]got{{"function", "2024-11-25T10:15:30.101Z", "[WARNING]\t2024-11-25T10:15:30.100Z\t" + rid + "\tcareful", metadata{requestID: rid, level: "warning"}}}},
+		{"a backslash-t in the text is not a tab", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"2024-11-25T10:15:30.100Z C:\\t` + rid + `\tERROR\tboom"}]`,
+			[]got{{"function", "2024-11-25T10:15:30.101Z", "2024-11-25T10:15:30.100Z C:\\t" + rid + "\tERROR\tboom", metadata{}}}},
 		{"Node.js during init", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"2024-11-25T10:15:30.100Z\tundefined\tINFO\tstarting\n"}]`,
 			[]got{{"function", "2024-11-25T10:15:30.101Z", "2024-11-25T10:15:30.100Z\tundefined\tINFO\tstarting", metadata{level: "info"}}}},
 		{"JSON record keeps content and own time", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":{"timestamp":"2024-11-25T10:15:30.100123Z","level":"INFO","requestId":"` + rid + `","message":"loaded","items":[1,2]}}]`,
@@ -399,6 +401,8 @@ func TestEscapedLines(t *testing.T) {
 		`"\u00e9\ud83c\udf89"`:   "é🎉",
 		`"\n"`:                   "",
 		`""`:                     "",
+		`"unicode nl\u000a"`:     "unicode nl",
+		`"not a nl \\u000a"`:     `not a nl \u000a`,
 	} {
 		l := testListener(defaultTypes)
 		post(l, `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":`+record+`}]`)

@@ -344,7 +344,7 @@ func (s *shipper) flush(ctx context.Context, maxBytes int) error {
 	deadline, hasDeadline := ctx.Deadline()
 	var last time.Duration
 	for limit := s.batch.queuedBytes(); limit > 0; size = maxBytes {
-		if hasDeadline && time.Until(deadline) < last {
+		if ctx.Err() != nil || (hasDeadline && time.Until(deadline) < last) {
 			break
 		}
 		es := s.batch.take(size)
@@ -489,11 +489,9 @@ func (s *shipper) send(ctx context.Context) (int, string, error) {
 		wait := delay/2 + rand.N(delay/2+1)
 		if retryAfter > 0 {
 			wait = retryAfter
+			s.notBefore = s.now().Add(retryAfter) // later flushes wait too
 		}
 		if d, ok := ctx.Deadline(); ctx.Err() != nil || (ok && time.Until(d) < wait) {
-			if retryAfter > 0 {
-				s.notBefore = s.now().Add(retryAfter) // later flushes wait too
-			}
 			return 0, "", perr
 		}
 		select {

@@ -277,11 +277,19 @@ func run(ctx context.Context, getenv func(string) string, name string, logger *l
 	}
 	// Lambda ends extensions with SHUTDOWN, not signals; a stray SIGTERM or
 	// SIGINT only asks for a flush.
-	sigctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+	sigs, done := make(chan os.Signal, 1), make(chan struct{})
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	defer close(done)
 	go func() {
-		<-sigctx.Done()
-		x.shipper.requestFlush()
+		for {
+			select {
+			case <-sigs:
+				x.shipper.requestFlush()
+			case <-done:
+				return
+			}
+		}
 	}()
 	for {
 		ev, err := api.next(ctx)
@@ -340,7 +348,9 @@ func start(ctx context.Context, cfg config, api *extensionClient, reg registerRe
 	if !cfg.managedInstances {
 		// No push while Init ends and the environment may freeze; Init's
 		// lines go out with the first invocation.
-		x.holding = x.shipper.hold(ctx, false)
+		hctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		x.holding = x.shipper.hold(hctx, false)
+		cancel()
 	}
 	return x, nil
 }
@@ -351,12 +361,13 @@ func start(ctx context.Context, cfg config, api *extensionClient, reg registerRe
 // the environment freezes.
 //
 // In the adaptive flush mode, while invocations come back to back (the last
-// freeze was under a quarter of LOKI_FLUSH_INTERVAL) and no buffered line is
-// older than LOKI_FLUSH_INTERVAL, it does not wait for the push: the lines
-// go out in the background during the next invocation.
+// freeze was under a quarter of LOKI_FLUSH_INTERVAL) and every buffered line
+// is this invocation's, it does not wait for the push: the lines go out in
+// the background during the next invocation, or at the end of it.
 func (x *extension) invoke(ctx context.Context, ev lifecycleEvent) {
 	frozen := time.Since(x.lastNext)
 	defer func() { x.lastNext = time.Now() }()
+	before := x.batch.mark() // the lines of earlier invocations
 	x.shipper.release(x.holding)
 	x.holding = false
 	x.listener.invoke(ev.RequestID, ev.Tracing.Value)
@@ -388,8 +399,8 @@ func (x *extension) invoke(ctx context.Context, ev lifecycleEvent) {
 	if x.holding = x.shipper.hold(fctx, open); !x.holding || open {
 		return
 	}
-	if x.cfg.adaptive && frozen < x.cfg.flushInterval/4 && x.batch.oldest() > time.Now().Add(-x.cfg.flushInterval).UnixNano() {
-		return // busy: the next invocation pushes these lines
+	if x.cfg.adaptive && frozen < x.cfg.flushInterval/4 && x.batch.taken(before) {
+		return // busy, and all lines are this invocation's: the next one pushes them
 	}
 	x.shipper.flush(fctx, boundedRequestBytes)
 }
@@ -404,10 +415,16 @@ func (x *extension) shutdown(ctx context.Context, ev lifecycleEvent) {
 	}
 	x.stopBackground()
 	if !x.holding {
-		// A background push may go on for half the time left.
+		// A background push may go on for half the time left; then it is
+		// cancelled, which may take a while if it is encoding.
 		hctx, cancel := context.WithDeadline(ctx, now.Add(time.Until(end)/2))
 		x.holding = x.shipper.hold(hctx, false)
 		cancel()
+		for !x.holding && time.Until(end) > 0 {
+			hctx, cancel := context.WithDeadline(ctx, end)
+			x.holding = x.shipper.hold(hctx, true)
+			cancel()
+		}
 	}
 	if x.telemetry {
 		x.awaitQuiet(end)
@@ -428,6 +445,7 @@ func (x *extension) shutdown(ctx context.Context, ev lifecycleEvent) {
 	}
 	x.shipper.queueStats(true)
 	if x.holding {
+		x.shipper.notBefore = time.Time{}
 		sctx, cancel := context.WithDeadline(ctx, end)
 		x.shipper.flush(sctx, boundedRequestBytes)
 		cancel()
