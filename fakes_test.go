@@ -329,12 +329,6 @@ func (l *fakeLoki) entriesOf(src string) []lokiEntry {
 	return es
 }
 
-func (l *fakeLoki) requestCount() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.requests
-}
-
 // pushRequest is a decoded Loki push body.
 type pushRequest struct {
 	Streams []struct {

@@ -125,7 +125,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		cfg.target.authorization = "Bearer " + bearer
 	}
 	if cfg.target.tenant = getenv("LOKI_TENANT_ID"); !validTenant(cfg.target.tenant) {
-		return cfg, errors.New("LOKI_TENANT_ID: a tenant is at most 150 characters of 0-9 a-z A-Z ! - _ . * ' ( ), and not . or ..")
+		return cfg, errors.New("LOKI_TENANT_ID: a tenant is not . or .. and has at most 150 characters of 0-9 a-z A-Z ! - _ . * ' ( )")
 	}
 	if cfg.target.labels, err = parseLabels(getenv("LOKI_LABELS")); err != nil {
 		return cfg, fmt.Errorf("LOKI_LABELS: %w", err)
