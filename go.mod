@@ -1,5 +1,7 @@
 module loki-extension
 
-go 1.26
+go 1.27
+
+toolchain go1.27.3
 
 require github.com/google/go-cmp v0.7.0

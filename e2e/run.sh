@@ -23,6 +23,8 @@ VL_URL=http://127.0.0.1:$VL_PORT
 RIE_PORT=9000 # invocations
 API_PORT=9001 # Runtime/Extensions/Telemetry APIs
 EXT_PORT=4243 # the extension's telemetry listener (its default)
+# The extension needs Go 1.27 (go.mod); fetched where the machine's Go is older.
+export GOTOOLCHAIN=go1.27.3
 SYS_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 log() { printf 'e2e: %s\n' "$*" >&2; }
