@@ -1,8 +1,8 @@
 package main
 
 import (
-	"slices"
 	"sync"
+	"time"
 )
 
 // source is where a line came from; it is the only label that varies, so
@@ -27,9 +27,11 @@ func (s source) String() string {
 	return "extension"
 }
 
-// entryOverhead approximates the memory an entry costs beyond its strings,
-// so that the byte cap bounds real memory, not only line bytes.
-const entryOverhead = 96
+// entrySize is the size of an entry struct (TestEntrySize checks it).
+// Queued entries are charged a quarter more, for the slack of the slice
+// that grows to hold them, plus their line and a little more for the
+// allocator's rounding: what the Go heap really holds (TestCapCountsTheHeap).
+const entrySize = 96
 
 // entry is one log line bound for Loki. Its fields never change once the
 // batch has accepted it, so a resend carries the same bytes and Loki drops
@@ -37,13 +39,11 @@ const entryOverhead = 96
 type entry struct {
 	ts   int64 // Unix nanoseconds, strictly increasing within a source
 	line string
+	meta metadata
+	src  source
 	// escaped: line is JSON string content, escapes and all, as Lambda
 	// sent it (valid UTF-8, validated escapes).
 	escaped bool
-	src     source
-	meta    metadata
-	report  bool // the extension's own stats line, not counted as a line
-	nbytes  int  // set by add: the bytes it holds against the cap
 }
 
 // metadata is the structured metadata of an entry; empty fields are omitted.
@@ -54,6 +54,9 @@ type metadata struct {
 	eventType string
 }
 
+// cost is what e holds of the heap while it is queued.
+func (e *entry) cost() int { return len(e.line) + len(e.line)/16 + 8 + entrySize*5/4 }
+
 // counters are what the extension tells about its own work, in Loki and in
 // its last line of output.
 type counters struct {
@@ -61,25 +64,30 @@ type counters struct {
 	retries         int64 // push attempts repeated after a retryable failure
 	truncated       int64 // lines cut to the maximum line size
 	droppedFull     int64 // lines refused because the buffer was full
-	droppedLoki     int64 // lines Loki rejected with a 4xx
+	droppedLoki     int64 // lines Loki rejected, or did not store (260)
 	droppedTooOld   int64 // lines Loki rejected as too old (also in droppedLoki)
-	droppedAtExit   int64 // lines still buffered when SHUTDOWN's time ran out
+	droppedAtExit   int64 // lines still unsent when SHUTDOWN's time ran out
 	droppedByLambda int64 // records Lambda reported dropping (platform.logsDropped)
 }
 
-// batch is the bounded buffer between the listener and the shipper.
+// batch is the bounded buffer between the listener and the shipper. Its
+// cap covers the queued entries and the shipper's requests, compressed,
+// that Loki has not answered yet. When it is full the newest lines are
+// dropped, not the oldest: the start of a problem explains it best, and
+// what waits is already compressed and in order.
 type batch struct {
-	capBytes   int           // entries plus in-flight entries never exceed this
+	capBytes   int           // queued + held never exceed this
 	flushBytes int           // queued bytes that make ready fire
-	ready      chan struct{} // capacity 1; a value means "worth flushing now"
+	ready      chan struct{} // capacity 1; a value means "worth sending now"
 
 	mu       sync.Mutex // guards the fields below
 	entries  []entry    // oldest first
-	queued   int        // bytes of entries
-	inflight int        // bytes taken by the shipper and not yet settled
+	queued   int        // cost of entries
+	held     int        // bytes of the shipper's unanswered requests
+	oldest   time.Time  // when the oldest of entries was added
 	lastTS   [numSources]int64
 	lastTake int   // entries taken last time: the capacity to start with
-	head     int64 // how many entries were ever taken (and not put back)
+	added    int64 // entries ever accepted; the last one's sequence number
 	stats    counters
 }
 
@@ -97,12 +105,11 @@ func (b *batch) add(es []entry) {
 	b.mu.Lock()
 	if b.entries == nil {
 		b.entries = make([]entry, 0, max(len(es), b.lastTake))
+		b.oldest = time.Now()
 	}
 	for i := range es {
 		e := es[i]
-		e.nbytes = len(e.line) + len(e.meta.requestID) + len(e.meta.traceID) +
-			len(e.meta.level) + len(e.meta.eventType) + entryOverhead
-		if b.queued+b.inflight+e.nbytes > b.capBytes {
+		if b.queued+b.held+e.cost() > b.capBytes {
 			b.stats.droppedFull++
 			continue
 		}
@@ -111,7 +118,8 @@ func (b *batch) add(es []entry) {
 		}
 		b.lastTS[e.src] = e.ts
 		b.entries = append(b.entries, e)
-		b.queued += e.nbytes
+		b.queued += e.cost()
+		b.added++
 	}
 	full := b.queued >= b.flushBytes
 	b.mu.Unlock()
@@ -123,100 +131,65 @@ func (b *batch) add(es []entry) {
 	}
 }
 
-// addReport appends the extension's own report line, replacing one still
-// queued: the newest counters say it all. It bypasses the cap, as a report
-// says what the cap dropped; there is at most one queued.
-func (b *batch) addReport(e entry) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if i := slices.IndexFunc(b.entries, func(e entry) bool { return e.report }); i >= 0 {
-		b.queued -= b.entries[i].nbytes
-		b.entries = slices.Delete(b.entries, i, i+1)
-	}
-	e.nbytes = len(e.line) + len(e.meta.eventType) + entryOverhead
-	if last := b.lastTS[e.src]; e.ts <= last {
-		e.ts = last + 1
-	}
-	b.lastTS[e.src] = e.ts
-	b.entries = append(b.entries, e)
-	b.queued += e.nbytes
-}
-
 // take removes and returns the oldest entries, up to maxBytes of them but at
-// least one. They stay counted against the cap until settle or requeue.
-func (b *batch) take(maxBytes int) []entry {
+// least one, and the sequence number of the last one.
+func (b *batch) take(maxBytes int) ([]entry, int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	n, size := 0, 0
-	for n < len(b.entries) && (n == 0 || size+b.entries[n].nbytes <= maxBytes) {
-		size += b.entries[n].nbytes
+	for n < len(b.entries) && (n == 0 || size+b.entries[n].cost() <= maxBytes) {
+		size += b.entries[n].cost()
 		n++
 	}
 	taken := b.entries[:n:n]
 	b.lastTake = n
-	b.head += int64(n)
+	b.queued -= size
 	if n == len(b.entries) {
 		b.entries = nil
-	} else {
-		b.entries = b.entries[n:]
+	} else { // a fresh array, so that the taken lines can go
+		b.entries = append(make([]entry, 0, len(b.entries)-n), b.entries[n:]...)
 	}
-	b.queued -= size
-	b.inflight += size
-	return taken
+	return taken, b.added - int64(len(b.entries))
 }
 
-// settle releases taken entries that were delivered or dropped.
-func (b *batch) settle(es []entry) {
+// hold counts n more (or, negative, fewer) bytes of requests against the cap.
+func (b *batch) hold(n int) {
 	b.mu.Lock()
-	b.inflight -= sizeOf(es)
+	b.held += n
 	b.mu.Unlock()
-	clear(es) // the backing array may outlive them: let the lines go
 }
 
-// requeue puts taken entries back in front of the queue, where they were,
-// for the next flush.
-func (b *batch) requeue(es []entry) {
-	if len(es) == 0 {
-		return
-	}
+// mark returns the sequence number of the newest entry; taken returns that
+// of the newest entry taken, so every entry up to it has been taken.
+func (b *batch) mark() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	n := sizeOf(es)
-	b.inflight -= n
-	b.queued += n
-	b.head -= int64(len(es))
-	b.entries = append(es[:len(es):len(es)], b.entries...)
+	return b.added
+}
+
+func (b *batch) taken() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.added - int64(len(b.entries))
+}
+
+// waiting returns the bytes queued and how long the oldest entry has waited.
+func (b *batch) waiting() (int, time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.entries) == 0 {
+		return 0, 0
+	}
+	return b.queued, time.Since(b.oldest)
 }
 
 // discard drops everything queued and returns how many lines that was.
 func (b *batch) discard() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	n := lineCount(b.entries)
-	b.head += int64(len(b.entries))
+	n := len(b.entries)
 	b.entries, b.queued = nil, 0
 	return n
-}
-
-// mark returns a mark after the entries queued now; taken reports whether
-// all of them have been taken since, and not put back.
-func (b *batch) mark() int64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.head + int64(len(b.entries))
-}
-
-func (b *batch) taken(mark int64) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.head >= mark
-}
-
-// queuedBytes returns the bytes waiting to be taken.
-func (b *batch) queuedBytes() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.queued
 }
 
 // count applies f to the counters under the lock.
@@ -231,23 +204,4 @@ func (b *batch) counters() counters {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.stats
-}
-
-// lineCount counts the entries that are log lines, not reports.
-func lineCount(es []entry) int {
-	n := 0
-	for i := range es {
-		if !es[i].report {
-			n++
-		}
-	}
-	return n
-}
-
-func sizeOf(es []entry) int {
-	n := 0
-	for i := range es {
-		n += es[i].nbytes
-	}
-	return n
 }

@@ -2,8 +2,11 @@ package main
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -43,7 +46,8 @@ func TestAddMakesTimestampsStrictlyIncreasingPerSource(t *testing.T) {
 		Line string
 	}
 	var got []tl
-	for _, e := range b.take(1 << 20) {
+	es, _ := b.take(1 << 20)
+	for _, e := range es {
 		got = append(got, tl{e.ts, e.line})
 	}
 	want := []tl{{100, "a"}, {101, "b"}, {102, "c"}, {100, "p"}, {200, "d"}, {201, "e"}}
@@ -52,8 +56,11 @@ func TestAddMakesTimestampsStrictlyIncreasingPerSource(t *testing.T) {
 	}
 }
 
+// tenBytes is the cost of an entry with a 10-byte line.
+var tenBytes = (&entry{line: "0123456789"}).cost()
+
 func TestAddDropsWhenFullAndCounts(t *testing.T) {
-	b := newBatch(3*(entryOverhead+10), 1<<20)
+	b := newBatch(3*tenBytes, 1<<20)
 	var es []entry
 	for i := range 5 {
 		es = append(es, entry{ts: int64(i), line: fmt.Sprintf("line %04d.", i)}) // 10 bytes each
@@ -65,48 +72,50 @@ func TestAddDropsWhenFullAndCounts(t *testing.T) {
 	if got := b.counters().droppedFull; got != 2 {
 		t.Errorf("droppedFull = %d, want 2", got)
 	}
-	// Taken lines still count against the cap until settled.
-	taken := b.take(1 << 20)
+	// The shipper's requests count against the cap until it lets them go.
+	b.take(1 << 20)
+	b.hold(3 * tenBytes)
 	b.add([]entry{{ts: 9, line: "line 0009."}})
 	if got := b.counters().droppedFull; got != 3 {
-		t.Errorf("after take: droppedFull = %d, want 3", got)
+		t.Errorf("while held: droppedFull = %d, want 3", got)
 	}
-	b.settle(taken)
+	b.hold(-3 * tenBytes)
 	b.add([]entry{{ts: 10, line: "line 0010."}})
 	if got := lines(b.entries); !cmp.Equal([]string{"line 0010."}, got) {
-		t.Errorf("after settle: %q", got)
+		t.Errorf("after release: %q", got)
 	}
 }
 
-func TestTakeRequeueKeepsOrder(t *testing.T) {
+func TestTakeKeepsOrderAndCounts(t *testing.T) {
 	b := newBatch(1<<20, 1<<20)
 	for i := range 6 {
 		b.add([]entry{{ts: int64(i + 1), line: fmt.Sprint(i)}})
 	}
-	first := b.take(2 * (entryOverhead + 1)) // two entries
-	if got := lines(first); !cmp.Equal([]string{"0", "1"}, got) {
-		t.Fatalf("take = %q", got)
+	one := (&entry{line: "0"}).cost()
+	first, last := b.take(2 * one) // two entries
+	if got := lines(first); !cmp.Equal([]string{"0", "1"}, got) || last != 2 {
+		t.Fatalf("take = %q, last %d", got, last)
 	}
-	b.add([]entry{{ts: 99, line: "6"}})
-	b.requeue(first)
-	if got, want := lines(b.take(1<<20)), []string{"0", "1", "2", "3", "4", "5", "6"}; !cmp.Equal(want, got) {
-		t.Errorf("after requeue: %q, want %q", got, want)
+	if b.taken() != 2 || b.mark() != 6 || b.queued != 4*one {
+		t.Errorf("taken %d, mark %d, queued %d", b.taken(), b.mark(), b.queued)
 	}
-	if b.queued != 0 || b.inflight != sizeOf(nil)+7*(entryOverhead+1) {
-		t.Errorf("queued %d, inflight %d", b.queued, b.inflight)
+	rest, last := b.take(1 << 20)
+	if got := lines(rest); !cmp.Equal([]string{"2", "3", "4", "5"}, got) || last != 6 || b.queued != 0 {
+		t.Errorf("take = %q, last %d, queued %d", got, last, b.queued)
 	}
 }
 
 func TestTakeReturnsAtLeastOneEntry(t *testing.T) {
 	b := newBatch(1<<20, 1<<20)
 	b.add([]entry{{ts: 1, line: string(make([]byte, 1000))}, {ts: 2, line: "x"}})
-	if got := len(b.take(10)); got != 1 {
-		t.Errorf("take(10) returned %d entries, want 1", got)
+	if got, _ := b.take(10); len(got) != 1 {
+		t.Errorf("take(10) returned %d entries, want 1", len(got))
 	}
 }
 
 func TestReadySignalsAtFlushBytes(t *testing.T) {
-	b := newBatch(1<<20, 2*(entryOverhead+1))
+	one := (&entry{line: "a"}).cost()
+	b := newBatch(1<<20, 2*one)
 	b.add([]entry{{ts: 1, line: "a"}})
 	select {
 	case <-b.ready:
@@ -118,6 +127,44 @@ func TestReadySignalsAtFlushBytes(t *testing.T) {
 	case <-b.ready:
 	default:
 		t.Fatal("not ready at flushBytes")
+	}
+}
+
+func TestEntrySize(t *testing.T) {
+	if got := unsafe.Sizeof(entry{}); got != entrySize {
+		t.Errorf("unsafe.Sizeof(entry{}) = %d, entrySize = %d", got, entrySize)
+	}
+}
+
+// TestCapCountsTheHeap: what the batch charges against its cap is what the
+// Go heap holds for the queued lines, within a quarter.
+func TestCapCountsTheHeap(t *testing.T) {
+	for _, size := range []int{20, 150, 2000} {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		b := newBatch(1<<30, 1<<30)
+		es := make([]entry, 0, 100)
+		for i := range 20000 {
+			line := make([]byte, size/2+rand.N(size)) // lengths spread over size classes
+			for j := range line {
+				line[j] = 'a' + byte(j%26)
+			}
+			es = append(es, entry{ts: int64(i), line: string(line), meta: metadata{requestID: rid}})
+			if len(es) == cap(es) {
+				b.add(es)
+				es = es[:0]
+			}
+		}
+		b.add(es)
+		es = nil
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		held := float64(after.HeapAlloc) - float64(before.HeapAlloc)
+		if ratio := held / float64(b.queued); ratio < 0.75 || ratio > 1.25 {
+			t.Errorf("lines of about %d bytes: the heap holds %.0f bytes, the batch charges %d (ratio %.2f)", size, held, b.queued, ratio)
+		}
+		runtime.KeepAlive(b)
 	}
 }
 
@@ -133,8 +180,8 @@ func BenchmarkBatchAdd(b *testing.B) {
 		for pb.Next() {
 			bt.add(es)
 			mu.Lock()
-			if bt.queuedBytes() > 64<<20 {
-				bt.settle(bt.take(1 << 30))
+			if q, _ := bt.waiting(); q > 64<<20 {
+				bt.take(1 << 30)
 			}
 			mu.Unlock()
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -224,6 +226,8 @@ type fakeLoki struct {
 	headers  []http.Header
 	stored   map[string]bool
 	dups     int // identical entries received again after being stored
+	active   int // requests received and not yet answered
+	busiest  int // the most requests unanswered at once
 }
 
 func newFakeLoki(t *testing.T) *fakeLoki {
@@ -260,11 +264,16 @@ func (l *fakeLoki) push(w http.ResponseWriter, r *http.Request) {
 	l.requests++
 	n := l.requests
 	l.headers = append(l.headers, r.Header.Clone())
+	l.active++
+	l.busiest = max(l.busiest, l.active)
 	l.mu.Unlock()
 	status := http.StatusNoContent
 	if l.reply != nil {
 		status = l.reply(n, w)
 	}
+	l.mu.Lock()
+	l.active--
+	l.mu.Unlock()
 	if debugLoki {
 		cnt := 0
 		for _, st := range req.Streams {
@@ -303,20 +312,25 @@ func (l *fakeLoki) store(req pushRequest) {
 	}
 }
 
-// lines returns the stored lines of source src, in the order received.
-func (l *fakeLoki) lines(src string) []string {
+// unanswered returns how many requests Loki is still working on.
+func (l *fakeLoki) unanswered() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.active
+}
+
+// lines returns the stored lines of source src in the order of their
+// timestamps, as a Loki query returns them.
+func (l *fakeLoki) lines(src string) []string {
 	var lines []string
-	for _, e := range l.entries {
-		if e.Source == src {
-			lines = append(lines, e.Line)
-		}
+	for _, e := range l.entriesOf(src) {
+		lines = append(lines, e.Line)
 	}
 	return lines
 }
 
-// stored returns a copy of the stored entries of source src.
+// entriesOf returns a copy of the stored entries of source src, in the
+// order of their timestamps.
 func (l *fakeLoki) entriesOf(src string) []lokiEntry {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -326,6 +340,7 @@ func (l *fakeLoki) entriesOf(src string) []lokiEntry {
 			es = append(es, e)
 		}
 	}
+	slices.SortStableFunc(es, func(a, b lokiEntry) int { return cmp.Compare(a.TS, b.TS) })
 	return es
 }
 

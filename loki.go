@@ -4,18 +4,20 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json/jsontext"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -23,34 +25,37 @@ import (
 const (
 	pushPath = "/loki/api/v1/push"
 
-	// maxRequestBytes caps the entry bytes of one background push request;
-	// Loki's default per-tenant burst is 6 MB. boundedRequestBytes caps
-	// those of a flush against a deadline (end of invocation, SHUTDOWN): a
-	// megabyte takes about 10 ms of CPU to encode on a full core.
-	maxRequestBytes     = 4 << 20
-	boundedRequestBytes = 1 << 20
-	// backgroundFlushTimeout bounds one background flush, and every push
-	// request as a backstop to the context deadline each one has.
-	backgroundFlushTimeout = 10 * time.Second
-	// retryBaseDelay and retryMaxDelay shape the exponential backoff.
-	retryBaseDelay = 50 * time.Millisecond
-	retryMaxDelay  = 2 * time.Second
+	// requestBytes caps the entries (by cost) of one push request. That
+	// much waiting is compressed into a request even while every slot is
+	// busy: compressed, it holds a fifth of the memory.
+	requestBytes = 1 << 20
+	// maxInFlight requests may be unanswered at once. New lines wait for
+	// a request in flight unless the end of an invocation wants them, so a
+	// slow Loki gets fewer, larger requests, and a far one several at once.
+	maxInFlight = 4
+	// pushTimeout: a request unanswered for this long while the
+	// environment runs (frozen time does not count) is taken as lost, and
+	// sent again with the same bytes.
+	pushTimeout = 30 * time.Second
+	// failureThreshold failed attempts in a row make the end of an
+	// invocation stop waiting on Loki, until a push succeeds again.
+	failureThreshold = 3
+	// retryBaseDelay and retryMaxDelay shape the exponential backoff;
+	// maxRetryAfter caps what a Retry-After header may ask for.
+	retryBaseDelay = 100 * time.Millisecond
+	retryMaxDelay  = 10 * time.Second
+	maxRetryAfter  = 30 * time.Second
 	// idleReconnect: connections idle this long may have died in a freeze;
 	// they are dropped before the next push.
 	idleReconnect = 30 * time.Second
-	// breakerThreshold consecutive failed flushes stop end-of-invocation
-	// flushes from waiting on Loki until a push succeeds again, or the
-	// cool-down (breakerCooldown, doubling up to breakerMaxCooldown) ends.
-	breakerThreshold   = 3
-	breakerCooldown    = 2 * time.Second
-	breakerMaxCooldown = time.Minute
-	// probeBytes caps the first request of a flush while the breaker is open.
-	probeBytes = 64 << 10
 	// maxResponseBody is how much of a Loki error answer is read.
 	maxResponseBody = 64 << 10
 	// gzipLevel: BestSpeed takes half the CPU of the default level for 6 %
 	// more bytes on the wire (BenchmarkEncode: 0.135 vs 0.127 of the lines).
 	gzipLevel = gzip.BestSpeed
+	// statusBlocked is Loki's answer when ingestion is blocked by policy:
+	// a 2xx that stored nothing.
+	statusBlocked = 260
 )
 
 // lokiTarget is where and how to push.
@@ -61,8 +66,44 @@ type lokiTarget struct {
 	labels        map[string]string
 }
 
-// shipper pushes the batch to Loki. Only the holder of gate pushes, so
-// requests never overlap and lines keep their order.
+// request is one push request. It is encoded once and sent again with the
+// same bytes until Loki answers it, so that Loki can drop what it already
+// has.
+type request struct {
+	body  []byte // gzip-compressed JSON
+	lines int    // log lines in it; 0 for a stats line
+	last  int64  // the batch's sequence number of its last line
+
+	// While in flight (started is not zero):
+	started      time.Time
+	awake        time.Duration // time in flight while the environment ran
+	freezes      int64         // shipper.freezes at the start
+	written      atomic.Bool   // the whole request is on the wire
+	cancel       context.CancelFunc
+	timedOut     bool // cancelled for pushTimeout
+	quickRetried bool // a transport error was retried at once
+}
+
+// result is the outcome of one attempt to send a request.
+type result struct {
+	r          *request
+	status     int
+	retryAfter time.Duration
+	body       string // the start of an error answer
+	err        error  // no answer
+}
+
+// waiter is the event loop waiting for the lines up to mark.
+type waiter struct {
+	mark            int64
+	since, deadline time.Time
+	final           bool          // SHUTDOWN: wait whatever Loki does
+	done            chan struct{} // closed when the wait is over
+}
+
+// shipper pushes the batch to Loki. One goroutine, run, owns the requests,
+// the retry schedule and the wait of the event loop; the event loop talks
+// to it with flush, kick, pause and resume, and ends it with stop.
 type shipper struct {
 	target    lokiTarget
 	client    *http.Client
@@ -72,73 +113,589 @@ type shipper struct {
 	userAgent string
 	streams   [numSources][]byte // JSON of each stream's label set
 	now       func() time.Time
-	kick      chan struct{} // capacity 1: asks the background loop to flush now
+	interval  time.Duration // lines wait at most about this long
 
-	// gate has capacity 1; whoever sends into it may push. The event loop
-	// holds it from the end-of-invocation flush until the next event, so
-	// that no push is in flight when the environment freezes.
-	gate chan struct{}
+	waiters chan *waiter
+	kicks   chan struct{} // capacity 1: send what is queued now
+	wrote   chan struct{} // capacity 1: a request is on the wire
+	results chan result   // capacity maxInFlight
+	cancel  context.CancelFunc
+	stopped chan struct{} // closed when run returns
 
-	// Used only by the gate holder.
-	body      bytes.Buffer
-	zw        *gzip.Writer
-	scratch   []byte
-	lastPush  time.Time
-	notBefore time.Time // a Retry-After longer than a flush's time ends here
+	// Set by the event loop: the environment may be frozen while it is in
+	// /next (never on Managed Instances).
+	freezes atomic.Int64 // times it went to /next
+	inNext  atomic.Bool
 
-	mu       sync.Mutex // guards the fields below
-	failures int        // consecutive failed flushes
-	cooldown time.Duration
-	retryAt  time.Time          // while the breaker is open, when to try again
-	paused   bool               // the event loop holds or is taking the gate
-	cancelBG context.CancelFunc // cancels the background push in progress
-	reported counters           // as told by the last stats line
+	// Owned by run (then by stop's caller).
+	queue    []*request // not yet answered, oldest first
+	inFlight int
+	waiting  []*waiter
+	failures int              // failed attempts in a row
+	delay    time.Duration    // the last backoff
+	retryAt  time.Time        // no attempt before this
+	took     [2]time.Duration // the last successful pushes, newest first
+	lastPush time.Time
+	zw       *gzip.Writer
+	out      bytes.Buffer
+	scratch  []byte
+	reported counters // as told by the last stats line
 	statsSeq int
 }
 
-// pushError is a push that failed; status is -1 for transport errors.
+// pushError is a push that Loki answered with a retryable status.
 type pushError struct {
 	status int
 	body   string
-	err    error
 }
 
-func (e *pushError) Error() string {
-	if e.status < 0 {
-		return e.err.Error()
-	}
-	return fmt.Sprintf("status %d: %s", e.status, e.body)
-}
+func (e *pushError) Error() string { return fmt.Sprintf("status %d: %s", e.status, e.body) }
 
-func (e *pushError) Unwrap() error { return e.err }
-
-// newShipper returns a shipper for target that drains b.
-func newShipper(target lokiTarget, b *batch, log *onceLogger, version string) *shipper {
+// newShipper returns a shipper for target that drains b. Lines wait at
+// most about interval before a push.
+func newShipper(target lokiTarget, b *batch, log *onceLogger, version string, interval time.Duration) *shipper {
+	// No timeout on the client: a push may go on across a freeze, and its
+	// answer is read after the thaw. run ends requests that get no answer.
 	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSHandshakeTimeout:   5 * time.Second,
-		ResponseHeaderTimeout: backgroundFlushTimeout,
-		MaxIdleConnsPerHost:   2,
-		IdleConnTimeout:       idleReconnect,
-		DisableCompression:    true,
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConnsPerHost: maxInFlight,
+		IdleConnTimeout:     idleReconnect,
+		DisableCompression:  true,
 	}
 	s := &shipper{
 		target:    target,
-		client:    &http.Client{Transport: tr, Timeout: backgroundFlushTimeout},
+		client:    &http.Client{Transport: tr},
 		transport: tr,
 		batch:     b,
 		log:       log,
 		userAgent: "loki-extension/" + version,
 		now:       time.Now,
-		kick:      make(chan struct{}, 1),
-		gate:      make(chan struct{}, 1),
+		interval:  interval,
+		waiters:   make(chan *waiter),
+		kicks:     make(chan struct{}, 1),
+		wrote:     make(chan struct{}, 1),
+		results:   make(chan result, maxInFlight),
+		stopped:   make(chan struct{}),
 	}
 	s.zw, _ = gzip.NewWriterLevel(io.Discard, gzipLevel)
 	for src := range numSources {
 		s.streams[src] = streamJSON(target.labels, src)
 	}
 	return s
+}
+
+// start runs the shipper until stop.
+func (s *shipper) start(ctx context.Context) {
+	ctx, s.cancel = context.WithCancel(ctx)
+	go s.run(ctx)
+}
+
+// flush asks for the lines up to mark to be sent, and waits until Loki has
+// answered for all of them, until ctx ends, or until the shipper finds
+// waiting pointless: Loki keeps failing, or answers more slowly than ctx
+// leaves time for. Requests go on either way, across a freeze if need be.
+// A final flush (SHUTDOWN) waits whatever Loki does, but ends early
+// enough for one more push, the stats line, before the deadline.
+func (s *shipper) flush(ctx context.Context, mark int64, final bool) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = s.now().Add(maxInvocation)
+	}
+	w := &waiter{mark: mark, since: s.now(), deadline: deadline, final: final, done: make(chan struct{})}
+	select {
+	case s.waiters <- w:
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+	}
+}
+
+// kick asks for what is queued to be sent now, without waiting.
+func (s *shipper) kick() {
+	select {
+	case s.kicks <- struct{}{}:
+	default:
+	}
+}
+
+// pause tells the shipper that the event loop goes to /next, after which
+// the environment may freeze; resume, that /next returned.
+func (s *shipper) pause() {
+	s.freezes.Add(1)
+	s.inNext.Store(true)
+}
+
+func (s *shipper) resume() { s.inNext.Store(false) }
+
+// run sends requests and reads their answers until ctx ends.
+func (s *shipper) run(ctx context.Context) {
+	defer close(s.stopped)
+	tick := time.NewTicker(s.interval / 2)
+	defer tick.Stop()
+	watch := time.NewTicker(time.Second)
+	defer watch.Stop()
+	wake := time.NewTimer(time.Hour) // for a retry, or the end of a wait
+	defer wake.Stop()
+	lastWatch := s.now()
+	for {
+		urgent := false
+		select {
+		case <-ctx.Done():
+			return
+		case w := <-s.waiters:
+			s.waiting = append(s.waiting, w)
+			urgent = true
+		case <-s.kicks:
+			urgent = true
+		case res := <-s.results:
+			s.settle(res)
+		case now := <-watch.C:
+			s.watch(min(now.Sub(lastWatch), 2*time.Second)) // a freeze counts as a tick
+			lastWatch = now
+		case <-tick.C:
+		case <-s.batch.ready:
+		case <-s.wrote:
+		case <-wake.C:
+		}
+		s.release(false) // a wait on a failing Loki ends before any work
+		s.send(ctx, urgent)
+		s.release(true)
+		now, next := s.now(), s.now().Add(time.Hour)
+		if s.retryAt.After(now) && len(s.queue) > s.inFlight {
+			next = s.retryAt
+		}
+		for _, w := range s.waiting {
+			if s.end(w).Before(next) {
+				next = s.end(w)
+			}
+		}
+		wake.Reset(next.Sub(now))
+	}
+}
+
+// end is when the wait w is over at the latest: its deadline, less, for
+// a final one, the time the stats line takes.
+func (s *shipper) end(w *waiter) time.Time {
+	if !w.final {
+		return w.deadline
+	}
+	return w.deadline.Add(-min(max(s.latency(), 50*time.Millisecond)+50*time.Millisecond, w.deadline.Sub(w.since)/4))
+}
+
+// release ends the waits that are over: their lines are answered for,
+// their time is up, Loki keeps failing or asked to wait past it, or, once
+// sent is true and the requests holding them are on the wire, Loki answers
+// too slowly for them.
+func (s *shipper) release(sent bool) {
+	now := s.now()
+	s.waiting = slices.DeleteFunc(s.waiting, func(w *waiter) bool {
+		slow := sent && now.Add(s.expected()).After(w.deadline) && s.onTheWire(w.mark)
+		hopeless := s.failures >= failureThreshold || s.retryAt.After(w.deadline)
+		over := s.settled(w.mark) || !now.Before(s.end(w)) || !w.final && (slow || hopeless)
+		if over {
+			close(w.done)
+		}
+		return over
+	})
+	for _, w := range s.waiting {
+		// SHUTDOWN: one last attempt before the deadline beats waiting
+		// past it, whatever Retry-After asked for.
+		last := s.end(w).Add(-max(2*s.latency(), 100*time.Millisecond))
+		if w.final && s.retryAt.After(last) && now.Before(last) {
+			s.retryAt = last
+		}
+	}
+}
+
+// settled reports whether Loki has answered for every line up to mark.
+func (s *shipper) settled(mark int64) bool {
+	if s.batch.taken() < mark {
+		return false
+	}
+	for _, r := range s.queue {
+		if r.lines > 0 && r.last-int64(r.lines) < mark {
+			return false
+		}
+	}
+	return true
+}
+
+// onTheWire reports whether every request in flight that holds lines up
+// to mark has been written out.
+func (s *shipper) onTheWire(mark int64) bool {
+	return !slices.ContainsFunc(s.queue, func(r *request) bool {
+		return r.lines > 0 && r.last-int64(r.lines) < mark && !r.started.IsZero() && !r.written.Load()
+	})
+}
+
+// latency is how long recent pushes took: the shorter of the last two, so
+// that one slow answer (a new connection, say) changes nothing.
+func (s *shipper) latency() time.Duration { return min(s.took[0], s.took[1]) }
+
+// expected is how long an answer is likely to take: as long as recent
+// pushes took, or as the oldest one still in flight has taken so far.
+func (s *shipper) expected() time.Duration {
+	d := s.latency()
+	for _, r := range s.queue {
+		if !r.started.IsZero() {
+			d = max(d, s.now().Sub(r.started))
+		}
+	}
+	return d
+}
+
+// send starts requests while slots are free: those waiting first, oldest
+// first, then a new one from the batch when that is worth it: the event
+// loop asks, or the lines have waited, or they fill a request. Lines of
+// an invocation that are already in flight start nothing new. While Loki
+// fails, one request at a time probes it; at SHUTDOWN, twice the usual
+// number go at once.
+func (s *shipper) send(ctx context.Context, urgent bool) {
+	slots := maxInFlight
+	switch {
+	case slices.ContainsFunc(s.waiting, func(w *waiter) bool { return w.final }):
+		slots = 2 * maxInFlight // SHUTDOWN: everything, now
+	case s.failures > 0:
+		slots = 1
+	}
+	if s.now().Before(s.retryAt) {
+		slots = 0
+	}
+	for s.inFlight < slots {
+		i := slices.IndexFunc(s.queue, func(r *request) bool { return r.started.IsZero() })
+		if i < 0 {
+			queued, age := s.batch.waiting()
+			wanted := slices.ContainsFunc(s.waiting, func(w *waiter) bool { return w.mark > s.batch.taken() })
+			if queued == 0 || !(urgent || wanted || age >= s.interval/2 || queued >= requestBytes) {
+				break
+			}
+			s.form()
+			i = len(s.queue) - 1
+		}
+		s.launch(ctx, s.queue[i])
+	}
+	for queued, _ := s.batch.waiting(); queued >= requestBytes; queued, _ = s.batch.waiting() {
+		s.form() // compress what waits behind busy slots
+	}
+}
+
+// form takes the oldest queued entries into a new request, after the
+// stats line if the counters of trouble changed.
+func (s *shipper) form() {
+	if r := s.stats(false); r != nil {
+		i := slices.IndexFunc(s.queue, func(q *request) bool { return q.lines == 0 && q.started.IsZero() })
+		if i >= 0 { // one stats line waits: the newest counters say it all
+			s.batch.hold(-cap(s.queue[i].body))
+			s.queue = slices.Delete(s.queue, i, i+1)
+		}
+		s.queue = append(s.queue, r)
+		s.batch.hold(cap(r.body))
+	}
+	es, last := s.batch.take(requestBytes)
+	if len(es) == 0 {
+		return
+	}
+	r := &request{body: s.encode(es), lines: len(es), last: last}
+	clear(es) // let the lines go
+	s.batch.hold(cap(r.body))
+	s.queue = append(s.queue, r)
+}
+
+// launch sends r in its own goroutine; the answer comes back to run.
+func (s *shipper) launch(ctx context.Context, r *request) {
+	if !s.lastPush.IsZero() && s.now().Sub(s.lastPush) > idleReconnect {
+		s.transport.CloseIdleConnections() // likely dead after a freeze
+	}
+	ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx)) // stop lets it go on
+	r.started, r.awake, r.timedOut, r.freezes = s.now(), 0, false, s.freezes.Load()
+	r.written.Store(false)
+	s.inFlight++
+	go func() { s.results <- s.post(ctx, r) }()
+}
+
+// watch adds dt to the time in flight of the requests, unless the
+// environment may be frozen, and cancels those in flight too long.
+func (s *shipper) watch(dt time.Duration) {
+	if s.inNext.Load() {
+		return
+	}
+	for _, r := range s.queue {
+		if r.started.IsZero() || r.timedOut {
+			continue
+		}
+		if r.awake += dt; r.awake > pushTimeout {
+			r.timedOut = true
+			r.cancel()
+		}
+	}
+}
+
+// settle takes the outcome of an attempt: the request is done with, or
+// waits for another attempt.
+func (s *shipper) settle(res result) {
+	r := res.r
+	s.inFlight--
+	r.cancel()
+	now := s.now()
+	took, froze := now.Sub(r.started), r.freezes != s.freezes.Load() || s.inNext.Load()
+	r.started, s.lastPush = time.Time{}, now
+	switch {
+	case res.err != nil && !r.timedOut && !r.quickRetried:
+		// A connection or a timer may have died in a freeze: one retry at
+		// once, on a fresh connection, is not a failure.
+		r.quickRetried = true
+		s.transport.CloseIdleConnections()
+	case res.err != nil:
+		if r.timedOut {
+			res.err = fmt.Errorf("no answer from loki in %v", pushTimeout)
+		}
+		s.fail(r, res.err, 0)
+	case res.status == http.StatusRequestEntityTooLarge && s.split(r):
+	case retryable(res.status) || (res.retryAfter > 0 && res.status/100 != 2):
+		s.fail(r, &pushError{res.status, res.body}, res.retryAfter)
+	default:
+		s.answered(r, res)
+		s.remove(r)
+		s.failures, s.delay, s.retryAt = 0, 0, time.Time{}
+		if res.status/100 == 2 && !froze {
+			s.took = [2]time.Duration{took, s.took[0]}
+		}
+	}
+}
+
+// fail schedules the next attempt after a failed one: after Retry-After
+// if Loki sent one (capped), else after an exponential backoff with jitter.
+func (s *shipper) fail(r *request, err error, retryAfter time.Duration) {
+	r.quickRetried = false
+	s.failures++
+	s.batch.count(func(c *counters) { c.retries++ })
+	kind := "push transport"
+	if pe, ok := errors.AsType[*pushError](err); ok {
+		kind = "push " + strconv.Itoa(pe.status)
+	}
+	s.log.once(kind, "push to loki failed, will retry: %v", err)
+	s.delay = min(max(2*s.delay, retryBaseDelay), retryMaxDelay)
+	wait := s.delay/2 + rand.N(s.delay/2+1)
+	if retryAfter > 0 {
+		wait = min(retryAfter, maxRetryAfter)
+	}
+	s.retryAt = s.now().Add(wait)
+}
+
+// remove drops r from the queue.
+func (s *shipper) remove(r *request) {
+	s.queue = slices.DeleteFunc(s.queue, func(q *request) bool { return q == r })
+	s.batch.hold(-cap(r.body))
+}
+
+// answered counts the lines of a request Loki answered with a status that
+// another attempt would not change.
+func (s *shipper) answered(r *request, res result) {
+	lines, status := int64(r.lines), res.status
+	switch {
+	case status == statusBlocked:
+		s.batch.count(func(c *counters) { c.droppedLoki += lines })
+		s.log.once("push 260", "loki answered 260: ingestion is blocked for this tenant; dropping %d lines", lines)
+	case status/100 == 2:
+		s.batch.count(func(c *counters) { c.sent += lines })
+	case status == http.StatusBadRequest:
+		rejected, tooOld := rejectedLines(res.body, int(lines))
+		s.batch.count(func(c *counters) {
+			c.sent += lines - int64(rejected)
+			c.droppedLoki += int64(rejected)
+			c.droppedTooOld += int64(tooOld)
+		})
+		s.log.once("push 400", "loki rejected %d of %d lines (400): %s", rejected, lines, firstLine(res.body))
+	default:
+		s.batch.count(func(c *counters) { c.droppedLoki += lines })
+		msg := fmt.Sprintf("loki answered %d %s, dropping %d lines", status, http.StatusText(status), lines)
+		if line := firstLine(res.body); line != "" {
+			msg += ": " + line
+		}
+		s.log.once("push "+strconv.Itoa(status), "%s%s", msg, hint(status))
+	}
+}
+
+// stop ends run and returns how many lines were not sent: still queued,
+// or in requests Loki has not answered yet (those go on, and may land
+// before the process exits). Its caller then owns the shipper.
+func (s *shipper) stop() int {
+	s.cancel()
+	<-s.stopped
+	for done := false; !done; {
+		select {
+		case res := <-s.results:
+			if s.inFlight--; res.err == nil && res.status/100 == 2 {
+				s.answered(res.r, res)
+				s.remove(res.r)
+			}
+		default:
+			done = true
+		}
+	}
+	n := s.batch.discard()
+	for _, r := range s.queue {
+		n += r.lines
+	}
+	return n
+}
+
+// pushStats sends the final stats line, once stop has returned.
+func (s *shipper) pushStats(ctx context.Context) {
+	r := s.stats(true)
+	for range 2 { // a second try on a fresh connection
+		if res := s.post(ctx, r); res.err == nil || ctx.Err() != nil {
+			return
+		}
+		s.transport.CloseIdleConnections()
+	}
+}
+
+// stats returns a request with the stats line if the counters of trouble
+// changed since the last one, or always if final.
+func (s *shipper) stats(final bool) *request {
+	c, r := s.batch.counters(), s.reported
+	changed := c.retries != r.retries || c.truncated != r.truncated || c.droppedFull != r.droppedFull ||
+		c.droppedLoki != r.droppedLoki || c.droppedAtExit != r.droppedAtExit || c.droppedByLambda != r.droppedByLambda
+	if !changed && !final {
+		return nil
+	}
+	s.reported = c
+	s.statsSeq++
+	line := fmt.Sprintf("loki-extension stats seq=%d final=%t sent=%d retries=%d truncated=%d "+
+		"dropped_buffer_full=%d dropped_rejected=%d dropped_too_old=%d dropped_shutdown=%d dropped_by_lambda=%d",
+		s.statsSeq, final, c.sent, c.retries, c.truncated, c.droppedFull, c.droppedLoki, c.droppedTooOld, c.droppedAtExit, c.droppedByLambda)
+	return &request{body: s.encode([]entry{{ts: s.now().UnixNano(), line: line, src: sourceExtension, meta: metadata{eventType: "stats"}}})}
+}
+
+// post makes one attempt to send r.
+func (s *shipper) post(ctx context.Context, r *request) result {
+	res := result{r: r}
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
+		r.written.Store(true)
+		select {
+		case s.wrote <- struct{}{}:
+		default:
+		}
+	}})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.target.pushURL, bytes.NewReader(r.body))
+	if err != nil {
+		res.err = err
+		return res
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Encoding", "gzip")
+	req.Header.Set("User-Agent", s.userAgent)
+	if s.target.authorization != "" {
+		req.Header.Set("Authorization", s.target.authorization)
+	}
+	if s.target.tenant != "" {
+		req.Header.Set("X-Scope-OrgID", s.target.tenant)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err // its text holds the URL; keep secrets out of messages
+		}
+		res.err = fmt.Errorf("push to %s: %w", redactedURL(s.target.pushURL), err)
+		return res
+	}
+	defer resp.Body.Close()
+	res.status = resp.StatusCode
+	if res.status/100 == 2 && res.status != statusBlocked {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBody))
+		return res
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+	res.body, res.retryAfter = string(b), parseRetryAfter(resp.Header.Get("Retry-After"), s.now())
+	return res
+}
+
+// split replaces r, which Loki found too large, by its two halves, in
+// order. It reads the body it encoded; a single line can't be split.
+func (s *shipper) split(r *request) bool {
+	zr, err := gzip.NewReader(bytes.NewReader(r.body))
+	if err != nil {
+		return false
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		return false
+	}
+	type stream struct {
+		labels jsontext.Value
+		values []jsontext.Value
+	}
+	var streams []stream
+	n := 0
+	d := jsontext.NewDecoder(bytes.NewReader(raw))
+	d.ReadToken()                             // {
+	d.ReadToken()                             // "streams"
+	for d.ReadToken(); d.PeekKind() == '{'; { // [
+		d.ReadToken()
+		var st stream
+		for d.PeekKind() == '"' {
+			name, _ := d.ReadToken()
+			if name.String() == "stream" {
+				st.labels, _ = d.ReadValue()
+				st.labels = st.labels.Clone()
+				continue
+			}
+			d.ReadToken() // [
+			for d.PeekKind() == '[' {
+				v, _ := d.ReadValue()
+				st.values = append(st.values, v.Clone())
+			}
+			d.ReadToken() // ]
+		}
+		d.ReadToken() // }
+		streams = append(streams, st)
+		n += len(st.values)
+	}
+	if n < 2 {
+		return false
+	}
+	halves := [2]*request{{}, {}}
+	for h, half := range halves {
+		s.out.Reset()
+		s.zw.Reset(&s.out)
+		b := []byte(`{"streams":[`)
+		seen := 0
+		for _, st := range streams {
+			lo, hi := max(0, min(len(st.values), n/2-seen)), len(st.values)
+			if h == 0 {
+				lo, hi = 0, lo
+			}
+			if seen += len(st.values); lo == hi {
+				continue
+			}
+			if len(b) > len(`{"streams":[`) {
+				b = append(b, ',')
+			}
+			b = append(append(append(b, `{"stream":`...), st.labels...), `,"values":[`...)
+			for i, v := range st.values[lo:hi] {
+				if i > 0 {
+					b = append(b, ',')
+				}
+				b = append(b, v...)
+			}
+			b = append(b, "]}"...)
+			half.lines += hi - lo
+		}
+		s.zw.Write(append(b, "]}"...))
+		s.zw.Close()
+		half.body = bytes.Clone(s.out.Bytes())
+	}
+	halves[0].last, halves[1].last = r.last-int64(halves[1].lines), r.last
+	i := slices.Index(s.queue, r)
+	s.queue = slices.Replace(s.queue, i, i+1, halves[0], halves[1])
+	s.batch.hold(cap(halves[0].body) + cap(halves[1].body) - cap(r.body))
+	return true
 }
 
 // pushURL returns the push endpoint for a base URL: the URL itself if it
@@ -225,229 +782,6 @@ func streamJSON(labels map[string]string, src source) []byte {
 	return append(b, '}')
 }
 
-// hold takes the gate for the event loop. It stops the background loop
-// from starting pushes, and waits until ctx ends for the one in progress,
-// if any, to finish; then, or at once if preempt, it cancels that push (its
-// lines go back to the batch). It reports whether it got the gate; if not,
-// no push will start until release.
-func (s *shipper) hold(ctx context.Context, preempt bool) bool {
-	s.mu.Lock()
-	s.paused = true
-	if preempt && s.cancelBG != nil {
-		s.cancelBG()
-	}
-	s.mu.Unlock()
-	select {
-	case s.gate <- struct{}{}:
-		return true
-	case <-ctx.Done():
-	}
-	s.mu.Lock()
-	if s.cancelBG != nil {
-		s.cancelBG()
-	}
-	s.mu.Unlock()
-	select { // a cancelled push lets go quickly
-	case s.gate <- struct{}{}:
-		return true
-	case <-time.After(20 * time.Millisecond):
-		return false
-	}
-}
-
-// release gives the gate back, if held, and lets the background loop push
-// again.
-func (s *shipper) release(held bool) {
-	s.mu.Lock()
-	s.paused = false
-	s.mu.Unlock()
-	if held {
-		<-s.gate
-	}
-}
-
-// breakerOpen reports whether recent flushes failed so often that the end
-// of an invocation should not wait for Loki. Once the cool-down is over it
-// is half open: one end-of-invocation flush may try again.
-func (s *shipper) breakerOpen() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.failures >= breakerThreshold && s.now().Before(s.retryAt)
-}
-
-// requestFlush asks the background loop for a flush without waiting.
-func (s *shipper) requestFlush() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-}
-
-// background flushes every interval, whenever the batch is worth flushing
-// and on request, until ctx ends. Ending ctx lets a flush in progress
-// finish; hold cancels it. It skips a round while the event loop holds or
-// is taking the gate.
-func (s *shipper) background(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-s.batch.ready:
-		case <-s.kick:
-		}
-		if ctx.Err() != nil {
-			return // select picks at random among ready cases
-		}
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), backgroundFlushTimeout)
-		s.mu.Lock()
-		paused := s.paused
-		if !paused {
-			s.cancelBG = cancel
-		}
-		s.mu.Unlock()
-		if !paused {
-			select {
-			case s.gate <- struct{}{}:
-				s.flush(fctx, maxRequestBytes)
-				<-s.gate
-			default:
-			}
-			s.mu.Lock()
-			s.cancelBG = nil
-			s.mu.Unlock()
-		}
-		cancel()
-	}
-}
-
-// flush pushes what is queued, oldest first, in requests of at most
-// maxBytes, until the queue is empty or ctx ends. Lines that could not be
-// sent for a retryable reason stay queued, in order. After the first
-// request it starts no other that would likely not finish before ctx's
-// deadline, judging by the one before, so that a slow Loki costs queued
-// lines, not lines taken and cut off mid-request. The caller holds the gate.
-func (s *shipper) flush(ctx context.Context, maxBytes int) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if s.now().Before(s.notBefore) {
-		return errors.New("loki asked to wait (Retry-After)")
-	}
-	s.queueStats(false)
-	size := maxBytes
-	if s.breakerOpen() {
-		size = min(probeBytes, maxBytes) // small first, likely done before a preemption
-	}
-	deadline, hasDeadline := ctx.Deadline()
-	var last time.Duration
-	for limit := s.batch.queuedBytes(); limit > 0; size = maxBytes {
-		if ctx.Err() != nil || (hasDeadline && time.Until(deadline) < last) {
-			break
-		}
-		es := s.batch.take(size)
-		if len(es) == 0 {
-			break
-		}
-		limit -= sizeOf(es)
-		start := time.Now()
-		done, err := s.push(ctx, es)
-		s.batch.requeue(es[done:])
-		if err != nil {
-			if !errors.Is(ctx.Err(), context.Canceled) { // preempted is not failed
-				s.noteFlush(false)
-			}
-			return err
-		}
-		s.noteFlush(true)
-		last = time.Since(start)
-	}
-	return nil
-}
-
-// noteFlush keeps the circuit breaker's state: after breakerThreshold
-// failed flushes in a row it opens for a cool-down that doubles with each
-// failed trial, up to breakerMaxCooldown; a successful push closes it.
-func (s *shipper) noteFlush(ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if ok {
-		s.failures, s.cooldown = 0, 0
-		return
-	}
-	if s.failures++; s.failures >= breakerThreshold {
-		s.cooldown = min(max(2*s.cooldown, breakerCooldown), breakerMaxCooldown)
-		s.retryAt = s.now().Add(s.cooldown)
-	}
-}
-
-// queueStats adds a stats line to the batch if the counters of trouble
-// changed since the last one, or always if final. It returns the counters
-// it reported.
-func (s *shipper) queueStats(final bool) counters {
-	c := s.batch.counters()
-	s.mu.Lock()
-	r := s.reported
-	changed := c.retries != r.retries || c.truncated != r.truncated || c.droppedFull != r.droppedFull ||
-		c.droppedLoki != r.droppedLoki || c.droppedAtExit != r.droppedAtExit || c.droppedByLambda != r.droppedByLambda
-	if !changed && !final {
-		s.mu.Unlock()
-		return c
-	}
-	s.reported = c
-	s.statsSeq++
-	seq := s.statsSeq
-	s.mu.Unlock()
-	line := fmt.Sprintf("loki-extension stats seq=%d final=%t sent=%d retries=%d truncated=%d "+
-		"dropped_buffer_full=%d dropped_rejected=%d dropped_too_old=%d dropped_shutdown=%d dropped_by_lambda=%d",
-		seq, final, c.sent, c.retries, c.truncated, c.droppedFull, c.droppedLoki, c.droppedTooOld, c.droppedAtExit, c.droppedByLambda)
-	s.batch.addReport(entry{ts: s.now().UnixNano(), line: line, src: sourceExtension,
-		meta: metadata{eventType: "stats"}, report: true})
-	return c
-}
-
-// push sends es in one request (halves on 413). It settles the entries it
-// is done with, es[:done], counting them as sent or dropped, and leaves the
-// rest, not sent for a retryable reason, to the caller; then err says why.
-func (s *shipper) push(ctx context.Context, es []entry) (done int, err error) {
-	s.encode(es)
-	status, body, err := s.send(ctx)
-	if err != nil {
-		return 0, err
-	}
-	lines := int64(lineCount(es))
-	switch {
-	case status/100 == 2:
-		s.batch.count(func(c *counters) { c.sent += lines })
-	case status == http.StatusRequestEntityTooLarge && len(es) > 1:
-		half := len(es) / 2
-		if done, err := s.push(ctx, es[:half]); err != nil {
-			return done, err
-		}
-		done, err := s.push(ctx, es[half:])
-		return half + done, err
-	case status == http.StatusBadRequest:
-		rejected, tooOld := rejectedLines(body, int(lines))
-		s.batch.count(func(c *counters) {
-			c.sent += lines - int64(rejected)
-			c.droppedLoki += int64(rejected)
-			c.droppedTooOld += int64(tooOld)
-		})
-		s.log.once("push 400", "loki rejected %d of %d lines (400): %s", rejected, lines, firstLine(body))
-	default:
-		s.batch.count(func(c *counters) { c.droppedLoki += lines })
-		msg := fmt.Sprintf("loki answered %d %s, dropping %d lines", status, http.StatusText(status), lines)
-		if line := firstLine(body); line != "" {
-			msg += ": " + line
-		}
-		s.log.once("push "+strconv.Itoa(status), "%s%s", msg, hint(status))
-	}
-	s.batch.settle(es)
-	return len(es), nil
-}
-
 // hint tells what to check for a status that retrying can't fix.
 func hint(status int) string {
 	switch status {
@@ -459,101 +793,11 @@ func hint(status int) string {
 	return ""
 }
 
-// send posts the encoded body, retrying connection errors, 429 and 5xx with
-// exponential backoff and jitter while ctx allows. It returns the final
-// status and the start of its body, or an error if no final answer came.
-func (s *shipper) send(ctx context.Context) (int, string, error) {
-	delay := retryBaseDelay
-	resetRetried, noted := false, false
-	for {
-		status, retryAfter, body, err := s.post(ctx)
-		if err == nil && !retryable(status) {
-			return status, body, nil
-		}
-		perr := &pushError{status: status, body: body, err: err}
-		if errors.Is(ctx.Err(), context.Canceled) || (noted && ctx.Err() != nil) {
-			return 0, "", perr // preempted, or out of time after a failure told already
-		}
-		if err != nil {
-			perr.status = -1
-			// A connection that died in a freeze fails at once; one
-			// immediate retry on a fresh connection is not a failure.
-			if !resetRetried && ctx.Err() == nil && isConnReset(err) {
-				resetRetried = true
-				s.transport.CloseIdleConnections()
-				continue
-			}
-		}
-		s.noteFailure(perr)
-		noted = true
-		wait := delay/2 + rand.N(delay/2+1)
-		if retryAfter > 0 {
-			wait = retryAfter
-			s.notBefore = s.now().Add(retryAfter) // later flushes wait too
-		}
-		if d, ok := ctx.Deadline(); ctx.Err() != nil || (ok && time.Until(d) < wait) {
-			return 0, "", perr
-		}
-		select {
-		case <-ctx.Done():
-			return 0, "", perr
-		case <-time.After(wait):
-		}
-		s.batch.count(func(c *counters) { c.retries++ })
-		delay = min(delay*2, retryMaxDelay)
-	}
-}
-
-// post makes one push request with the encoded body.
-func (s *shipper) post(ctx context.Context) (status int, retryAfter time.Duration, body string, err error) {
-	if now := s.now(); !s.lastPush.IsZero() && now.Sub(s.lastPush) > idleReconnect {
-		s.transport.CloseIdleConnections() // likely dead after a freeze
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.target.pushURL, bytes.NewReader(s.body.Bytes()))
-	if err != nil {
-		return 0, 0, "", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Content-Encoding", "gzip")
-	req.Header.Set("User-Agent", s.userAgent)
-	if s.target.authorization != "" {
-		req.Header.Set("Authorization", s.target.authorization)
-	}
-	if s.target.tenant != "" {
-		req.Header.Set("X-Scope-OrgID", s.target.tenant)
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // its text holds the URL; keep secrets out of messages
-		}
-		return 0, 0, "", fmt.Errorf("push to %s: %w", redactedURL(s.target.pushURL), err)
-	}
-	defer resp.Body.Close()
-	s.lastPush = s.now()
-	if resp.StatusCode/100 == 2 {
-		io.Copy(io.Discard, io.LimitReader(resp.Body, maxResponseBody))
-		return resp.StatusCode, 0, "", nil
-	}
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
-	return resp.StatusCode, parseRetryAfter(resp.Header.Get("Retry-After"), s.now()), string(b), nil
-}
-
-// noteFailure reports a retryable failure, once per kind.
-func (s *shipper) noteFailure(err *pushError) {
-	kind := "push transport"
-	if err.status > 0 {
-		kind = "push " + strconv.Itoa(err.status)
-	}
-	s.log.once(kind, "push to loki failed, will retry: %v", err)
-}
-
-// encode writes the gzip-compressed JSON push request for es into s.body.
-// Streams are grouped by source; within a stream entries keep their order.
-func (s *shipper) encode(es []entry) {
-	s.body.Reset()
-	s.zw.Reset(&s.body)
+// encode returns the gzip-compressed JSON push request for es. Streams are
+// grouped by source; within a stream entries keep their order.
+func (s *shipper) encode(es []entry) []byte {
+	s.out.Reset()
+	s.zw.Reset(&s.out)
 	b := append(s.scratch[:0], `{"streams":[`...)
 	first := true
 	for src := range numSources {
@@ -588,6 +832,7 @@ func (s *shipper) encode(es []entry) {
 	s.zw.Write(b)
 	s.zw.Close()
 	s.scratch = b[:0]
+	return bytes.Clone(s.out.Bytes())
 }
 
 // appendValue appends one ["<ns>","<line>",{metadata}] value.
@@ -675,23 +920,16 @@ func retryable(status int) bool {
 	return status == http.StatusTooManyRequests || status >= 500
 }
 
-// isConnReset reports whether err is a connection that the peer closed,
-// as happens to pooled connections after a freeze.
-func isConnReset(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
-}
-
 // parseRetryAfter reads a Retry-After header: seconds or an HTTP date.
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
 	}
 	if secs, err := strconv.Atoi(v); err == nil && secs > 0 {
-		return time.Duration(min(secs, 3600)) * time.Second
+		return min(time.Duration(secs)*time.Second, maxRetryAfter)
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return min(t.Sub(now), time.Hour)
+		return min(t.Sub(now), maxRetryAfter)
 	}
 	return 0
 }

@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,13 +39,51 @@ func decodeBody(t testing.TB, body []byte) pushRequest {
 	return req
 }
 
-func testShipper(t testing.TB, target lokiTarget) (*shipper, *bytes.Buffer) {
-	out := &bytes.Buffer{}
+func testShipper(t testing.TB, target lokiTarget) (*shipper, *syncBuffer) {
+	out := &syncBuffer{}
 	if target.labels == nil {
 		target.labels = map[string]string{"service_name": "orders-api"}
 	}
-	s := newShipper(target, newBatch(8<<20, 1<<20), &onceLogger{log: log.New(out, "", 0), seen: map[string]bool{}}, "test")
+	s := newShipper(target, newBatch(8<<20, 1<<20), &onceLogger{log: log.New(out, "", 0), seen: map[string]bool{}}, "test", time.Second)
 	return s, out
+}
+
+// runShipper starts s; stopping it (the returned func, also at cleanup)
+// returns the lines it did not send. Then the test owns s's state.
+func runShipper(t testing.TB, s *shipper) (stop func() int) {
+	s.start(t.Context())
+	stopped, unsent := false, 0
+	stop = func() int {
+		if !stopped {
+			stopped, unsent = true, s.stop()
+		}
+		return unsent
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// flushFor flushes everything added to s, waiting at most d.
+func flushFor(t testing.TB, s *shipper, d time.Duration) {
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	defer cancel()
+	s.flush(ctx, s.batch.mark(), false)
+}
+
+// queuedLines decodes the lines of the requests s still holds, in order.
+func queuedLines(t testing.TB, s *shipper) (lines []string, stats int) {
+	for _, r := range s.queue {
+		if r.lines == 0 {
+			stats++
+			continue
+		}
+		for _, st := range decodeBody(t, r.body).Streams {
+			for _, v := range st.Values {
+				lines = append(lines, v.Line)
+			}
+		}
+	}
+	return lines, stats
 }
 
 func TestEncodeGroupsStreamsAndKeepsOrder(t *testing.T) {
@@ -55,8 +94,7 @@ func TestEncodeGroupsStreamsAndKeepsOrder(t *testing.T) {
 		{ts: 3, line: "second\twith \"quotes\"\n\x00", src: sourceFunction},
 		{ts: 4, line: "bad utf8 \xff end", src: sourceFunction, meta: metadata{traceID: "1-abc"}},
 	}
-	s.encode(es)
-	got := decodeBody(t, s.body.Bytes())
+	got := decodeBody(t, s.encode(es))
 	type stream = struct {
 		Stream map[string]string `json:"stream"`
 		Values []pushValue       `json:"values"`
@@ -188,7 +226,7 @@ func TestParseRetryAfter(t *testing.T) {
 		"2":                             2 * time.Second,
 		"-1":                            0,
 		"soon":                          0,
-		"999999":                        time.Hour,
+		"999999":                        maxRetryAfter,
 		"Wed, 01 Jan 2025 00:00:05 GMT": 5 * time.Second,
 		"Tue, 31 Dec 2024 00:00:05 GMT": 0,
 	} {
@@ -201,77 +239,92 @@ func TestParseRetryAfter(t *testing.T) {
 // TestPushOutcomes runs one flush against a Loki that answers with each
 // status and checks where every line ends up.
 func TestPushOutcomes(t *testing.T) {
+	always := func(status int) func(n, lines int) int { return func(int, int) int { return status } }
+	seq := func(statuses ...int) func(n, lines int) int {
+		return func(n, _ int) int { return statuses[min(n, len(statuses)-1)] }
+	}
 	for _, tc := range []struct {
 		name       string
-		replies    []int
+		reply      func(n, lines int) int // n counts from 0
 		body       string
 		wantSent   int64
 		wantDrop   int64
-		wantQueued int
+		wantUnsent int
 		wantLog    string
 	}{
-		{"204", []int{204}, "", 4, 0, 0, ""},
-		{"500 then 204", []int{500, 204}, "", 4, 0, 0, "will retry"},
-		{"400 partial", []int{400}, "user 'fake', total ignored: 1 out of 4 for stream: {service_name=\"orders-api\"}", 3, 1, 0, "rejected 1 of 4"},
-		{"401", []int{401}, "unauthorized", 0, 4, 0, "LOKI_USERNAME"},
-		{"404", []int{404}, "404 page not found", 0, 4, 0, "check LOKI_URL"},
-		{"413 splits", []int{413, 204, 204}, "", 4, 0, 0, ""},
-		{"413 splits to one line each", []int{413, 413, 204, 204, 413, 204, 204}, "", 4, 0, 0, ""},
-		{"503 always", []int{503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 503, 503}, "", 0, 0, 4, "will retry"},
+		{"204", always(204), "", 4, 0, 0, ""},
+		{"500 then 204", seq(500, 204), "", 4, 0, 0, "will retry"},
+		{"400 partial", always(400), "user 'fake', total ignored: 1 out of 4 for stream: {service_name=\"orders-api\"}", 3, 1, 0, "rejected 1 of 4"},
+		{"401", always(401), "unauthorized", 0, 4, 0, "LOKI_USERNAME"},
+		{"404", always(404), "404 page not found", 0, 4, 0, "check LOKI_URL"},
+		{"260 stored nothing", always(260), "", 0, 4, 0, "ingestion is blocked"},
+		{"413 splits", seq(413, 204), "", 4, 0, 0, ""},
+		{"413 splits to one line each", func(_, lines int) int {
+			if lines > 1 {
+				return 413
+			}
+			return 204
+		}, "", 4, 0, 0, ""},
+		{"503 always", always(503), "", 0, 0, 4, "will retry"},
+		{"403 with Retry-After is retried", seq(403, 204), "", 4, 0, 0, "will retry"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var mu sync.Mutex
 			var sizes []int
-			n := 0
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				req, err := decodePush(r)
 				if err != nil {
 					t.Error(err)
 				}
-				mu.Lock()
-				status := 503
-				if n < len(tc.replies) {
-					status = tc.replies[n]
-				}
-				n++
 				lines := 0
 				for _, s := range req.Streams {
 					lines += len(s.Values)
 				}
+				mu.Lock()
+				status := tc.reply(len(sizes), lines)
 				sizes = append(sizes, lines)
 				mu.Unlock()
+				if status == 403 {
+					w.Header().Set("Retry-After", "1")
+				}
 				w.WriteHeader(status)
 				io.WriteString(w, tc.body)
 			}))
 			t.Cleanup(srv.Close)
 			s, out := testShipper(t, lokiTarget{pushURL: srv.URL + pushPath})
+			stop := runShipper(t, s)
 			now := time.Now().UnixNano()
 			s.batch.add([]entry{{ts: now, line: "a"}, {ts: now, line: "b"}, {ts: now, line: "c"}, {ts: now, line: "d"}})
-			ctx, cancel := context.WithTimeout(t.Context(), 400*time.Millisecond)
-			defer cancel()
-			s.flush(ctx, maxRequestBytes)
+			flushFor(t, s, 1500*time.Millisecond)
+			unsent := stop()
 			c := s.batch.counters()
-			if c.sent != tc.wantSent || c.droppedLoki != tc.wantDrop {
-				t.Errorf("sent %d, dropped %d; want %d, %d", c.sent, c.droppedLoki, tc.wantSent, tc.wantDrop)
+			if c.sent != tc.wantSent || c.droppedLoki != tc.wantDrop || unsent != tc.wantUnsent {
+				t.Errorf("sent %d, dropped %d, unsent %d; want %d, %d, %d", c.sent, c.droppedLoki, unsent, tc.wantSent, tc.wantDrop, tc.wantUnsent)
 			}
-			if got := len(s.batch.entries); got != tc.wantQueued {
-				t.Errorf("%d lines still queued, want %d", got, tc.wantQueued)
+			if s.batch.held != sizeOfQueue(s) {
+				t.Errorf("%d bytes held for %d bytes of requests", s.batch.held, sizeOfQueue(s))
 			}
-			if s.batch.inflight != 0 {
-				t.Errorf("%d bytes left in flight", s.batch.inflight)
-			}
-			if !strings.Contains(out.String(), tc.wantLog) || (tc.wantLog == "" && out.Len() > 0) {
+			if !strings.Contains(out.String(), tc.wantLog) || (tc.wantLog == "" && out.String() != "") {
 				t.Errorf("output %q, want %q", out.String(), tc.wantLog)
 			}
 			if strings.Count(out.String(), "\n") > 1 {
 				t.Errorf("more than one message: %q", out.String())
 			}
-			if strings.HasPrefix(tc.name, "413") && sizes[len(sizes)-1] == 4 {
+			if strings.HasPrefix(tc.name, "413") && (len(sizes) < 3 || sizes[len(sizes)-1] == 4) {
 				t.Errorf("413 did not split: request sizes %v", sizes)
 			}
 		})
 	}
+}
+
+// sizeOfQueue is the bytes of the requests s holds.
+func sizeOfQueue(s *shipper) int {
+	n := 0
+	for _, r := range s.queue {
+		n += cap(r.body)
+	}
+	return n
 }
 
 func TestPushHeaders(t *testing.T) {
@@ -288,9 +341,11 @@ func TestPushHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, _ := testShipper(t, cfg.target)
+	stop := runShipper(t, s)
 	s.batch.add([]entry{{ts: 1, line: "x"}})
-	if err := s.flush(t.Context(), maxRequestBytes); err != nil {
-		t.Fatal(err)
+	flushFor(t, s, waitLimit)
+	if stop() != 0 {
+		t.Fatal("the line was not sent")
 	}
 	want := map[string]string{"Content-Type": "application/json", "Content-Encoding": "gzip",
 		"Authorization": "Basic MTIzNDU2OmdsY190b2tlbg==", "X-Scope-Orgid": "team-a", "User-Agent": "loki-extension/test"}
@@ -318,8 +373,7 @@ func FuzzLokiEncode(f *testing.F) {
 	f.Add("\xff\x00\n\t\"\\</script>", "source", "\u2028", "\xc3")
 	f.Fuzz(func(t *testing.T, line, labelName, labelValue, requestID string) {
 		s, _ := testShipper(t, lokiTarget{labels: map[string]string{"service_name": "f", labelName: labelValue}})
-		s.encode([]entry{{ts: 1, line: line, meta: metadata{requestID: requestID}}, {ts: 2, line: line + "2", src: sourceExtension}})
-		req := decodeBody(t, s.body.Bytes())
+		req := decodeBody(t, s.encode([]entry{{ts: 1, line: line, meta: metadata{requestID: requestID}}, {ts: 2, line: line + "2", src: sourceExtension}}))
 		wantLabels := map[string]string{"service_name": "f"}
 		wantLabels[jsonRoundTrip(labelName)] = jsonRoundTrip(labelValue)
 		wantLabels["source"] = "function" // the extension's source label always wins
@@ -381,10 +435,11 @@ func BenchmarkEncode(b *testing.B) {
 			}
 			b.SetBytes(int64(raw))
 			b.ReportAllocs()
+			var body []byte
 			for b.Loop() {
-				s.encode(es)
+				body = s.encode(es)
 			}
-			b.ReportMetric(float64(s.body.Len())/float64(raw), "wire/raw")
+			b.ReportMetric(float64(len(body))/float64(raw), "wire/raw")
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(es)), "ns/line")
 		})
 	}
@@ -411,14 +466,13 @@ func TestIdleConnectionsDroppedAfterAThaw(t *testing.T) {
 	srv.Start()
 	t.Cleanup(srv.Close)
 	s, _ := testShipper(t, lokiTarget{pushURL: srv.URL + pushPath})
-	now := time.Now()
-	s.now = func() time.Time { return now }
+	var skew atomic.Int64 // how far the shipper's clock is ahead
+	s.now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	runShipper(t, s)
 	push := func(step time.Duration) int {
-		now = now.Add(step)
-		s.batch.add([]entry{{ts: now.UnixNano(), line: "x"}})
-		if err := s.flush(t.Context(), maxRequestBytes); err != nil {
-			t.Fatal(err)
-		}
+		skew.Add(int64(step))
+		s.batch.add([]entry{{ts: s.now().UnixNano(), line: "x"}})
+		s.flush(t.Context(), s.batch.mark(), false)
 		mu.Lock()
 		defer mu.Unlock()
 		return conns
@@ -432,14 +486,14 @@ func TestIdleConnectionsDroppedAfterAThaw(t *testing.T) {
 	}
 }
 
-// TestFailedSplitKeepsOrder: 413, then 503 for the first half: both
-// halves go back to the queue in their order.
+// TestFailedSplitKeepsOrder: 413, then 503 for the halves: both wait, in
+// their order.
 func TestFailedSplitKeepsOrder(t *testing.T) {
 	t.Parallel()
-	n := 0
+	var n atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
-		if n++; n == 1 {
+		if n.Add(1) == 1 {
 			w.WriteHeader(http.StatusRequestEntityTooLarge)
 			return
 		}
@@ -447,22 +501,21 @@ func TestFailedSplitKeepsOrder(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	s, _ := testShipper(t, lokiTarget{pushURL: srv.URL + pushPath})
+	stop := runShipper(t, s)
 	s.batch.add([]entry{{ts: 1, line: "a"}, {ts: 2, line: "b"}, {ts: 3, line: "c"}, {ts: 4, line: "d"}})
-	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
-	defer cancel()
-	s.flush(ctx, maxRequestBytes)
-	var got []string
-	for _, e := range s.batch.entries {
-		if !e.report {
-			got = append(got, e.line)
-		}
-	}
+	flushFor(t, s, 300*time.Millisecond)
+	stop()
+	got, _ := queuedLines(t, s)
 	if diff := cmp.Diff([]string{"a", "b", "c", "d"}, got); diff != "" {
 		t.Errorf("queue after the failed split (-want +got):\n%s", diff)
 	}
+	if len(s.queue) < 2 || s.queue[0].lines != 2 || s.queue[0].last != 2 || s.queue[1].last != 4 {
+		t.Errorf("halves not in order: %d requests", len(s.queue))
+	}
 }
 
-// TestOneStatsLineQueued: however many flushes fail, one stats line waits.
+// TestOneStatsLineQueued: however many requests pile up while Loki fails,
+// one stats line waits among them.
 func TestOneStatsLineQueued(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -470,20 +523,20 @@ func TestOneStatsLineQueued(t *testing.T) {
 	}))
 	t.Cleanup(srv.Close)
 	s, _ := testShipper(t, lokiTarget{pushURL: srv.URL + pushPath})
-	s.batch.add([]entry{{ts: 1, line: "a"}})
-	for range 8 { // each flush retries, so the counters change each time
-		ctx, cancel := context.WithTimeout(t.Context(), 150*time.Millisecond)
-		s.flush(ctx, maxRequestBytes)
-		cancel()
-	}
-	reports := 0
-	for _, e := range s.batch.entries {
-		if e.report {
-			reports++
+	stop := runShipper(t, s)
+	line := strings.Repeat("x", 4000)
+	for i := range 6 { // each round fills a request, and the counters change
+		var es []entry
+		for j := range requestBytes / 4000 {
+			es = append(es, entry{ts: int64(i*1000 + j + 1), line: line})
 		}
+		s.batch.add(es)
+		flushFor(t, s, 250*time.Millisecond)
 	}
-	if reports != 1 || len(s.batch.entries) != 2 {
-		t.Errorf("%d entries queued, %d of them stats lines; want the line and one stats line", len(s.batch.entries), reports)
+	stop()
+	lines, stats := queuedLines(t, s)
+	if stats != 1 || len(lines) < 3*requestBytes/4000 {
+		t.Errorf("%d lines and %d stats lines in requests; want many, and one", len(lines), stats)
 	}
 }
 
@@ -491,26 +544,50 @@ func TestOneStatsLineQueued(t *testing.T) {
 // flush's time makes later flushes wait too, instead of asking again.
 func TestRetryAfterIsHonouredAcrossFlushes(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	requests := 0
+	var requests atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		requests++
-		mu.Unlock()
+		requests.Add(1)
 		w.Header().Set("Retry-After", "60")
 		w.WriteHeader(http.StatusTooManyRequests)
 	}))
 	t.Cleanup(srv.Close)
 	s, _ := testShipper(t, lokiTarget{pushURL: srv.URL + pushPath})
+	stop := runShipper(t, s)
 	s.batch.add([]entry{{ts: 1, line: "a"}})
 	for range 3 {
-		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
-		s.flush(ctx, maxRequestBytes)
-		cancel()
+		flushFor(t, s, 100*time.Millisecond)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if requests != 1 || lineCount(s.batch.entries) != 1 {
-		t.Errorf("%d requests (want 1), %d lines queued (want 1)", requests, lineCount(s.batch.entries))
+	if unsent := stop(); requests.Load() != 1 || unsent != 1 {
+		t.Errorf("%d requests (want 1), %d lines unsent (want 1)", requests.Load(), unsent)
+	}
+}
+
+// TestWatchCountsOnlyAwakeTime: a request in flight times out after
+// pushTimeout of time in which the environment ran; time in /next, where
+// it may be frozen, does not count.
+func TestWatchCountsOnlyAwakeTime(t *testing.T) {
+	t.Parallel()
+	s, _ := testShipper(t, lokiTarget{})
+	cancelled := false
+	r := &request{started: time.Now(), cancel: func() { cancelled = true }}
+	s.queue = []*request{r}
+	s.pause()
+	for range 100 {
+		s.watch(2 * time.Second) // frozen, or about to be
+	}
+	if cancelled || r.awake != 0 {
+		t.Fatalf("time in /next counted: awake %v", r.awake)
+	}
+	s.resume()
+	for range int(pushTimeout/(2*time.Second)) - 1 {
+		s.watch(2 * time.Second)
+	}
+	if cancelled {
+		t.Fatalf("cancelled after %v awake, before pushTimeout", r.awake)
+	}
+	s.watch(2 * time.Second)
+	s.watch(2 * time.Second)
+	if !cancelled || !r.timedOut {
+		t.Errorf("not cancelled after %v awake", r.awake)
 	}
 }

@@ -239,10 +239,8 @@ type extension struct {
 	server   *http.Server
 	log      *onceLogger
 
-	telemetry      bool               // a subscription delivers events
-	holding        bool               // the event loop holds the shipper's gate
-	lastNext       time.Time          // when the event loop last went to /next
-	stopBackground context.CancelFunc // ends the background flush loop
+	telemetry bool      // a subscription delivers events
+	lastNext  time.Time // when the last invocation ended
 }
 
 // run registers the extension and runs the event loop until SHUTDOWN.
@@ -285,14 +283,18 @@ func run(ctx context.Context, getenv func(string) string, name string, logger *l
 		for {
 			select {
 			case <-sigs:
-				x.shipper.requestFlush()
+				x.shipper.kick()
 			case <-done:
 				return
 			}
 		}
 	}()
 	for {
+		if !cfg.managedInstances {
+			x.shipper.pause() // the environment may freeze now
+		}
 		ev, err := api.next(ctx)
+		x.shipper.resume()
 		if err != nil {
 			return x.fail(ctx, fmt.Errorf("next: %w", err))
 		}
@@ -318,7 +320,7 @@ func start(ctx context.Context, cfg config, api *extensionClient, reg registerRe
 		api:      api,
 		batch:    b,
 		listener: newListener(b, cfg.types, cfg.maxLineBytes, logger.Prefix(), !cfg.managedInstances),
-		shipper:  newShipper(cfg.target, b, olog, version()),
+		shipper:  newShipper(cfg.target, b, olog, version(), cfg.flushInterval),
 		log:      olog,
 	}
 	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.port))
@@ -342,40 +344,25 @@ func start(ctx context.Context, cfg config, api *extensionClient, reg registerRe
 		logger.Printf("subscribe to the Telemetry API: %v; no logs will be shipped", err)
 	}
 
-	bctx, cancel := context.WithCancel(ctx)
-	x.stopBackground = cancel
-	go x.shipper.background(bctx, cfg.flushInterval)
-	if !cfg.managedInstances {
-		// No push while Init ends and the environment may freeze; Init's
-		// lines go out with the first invocation.
-		hctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-		x.holding = x.shipper.hold(hctx, false)
-		cancel()
-	}
+	x.shipper.start(ctx)
 	return x, nil
 }
 
 // invoke handles an INVOKE event: it waits until the runtime is done with
-// the invocation, then pushes everything buffered before returning to /next.
-// It returns holding the shipper's gate, so that no push is in flight when
-// the environment freezes.
+// the invocation, then for Loki's answer to every line buffered, at most
+// LOKI_FLUSH_TIMEOUT and never when Loki fails or is slower than that. A
+// push still in flight then goes on across the freeze.
 //
 // In the adaptive flush mode, while invocations come back to back (the last
-// freeze was under a quarter of LOKI_FLUSH_INTERVAL) and every buffered line
-// is this invocation's, it does not wait for the push: the lines go out in
-// the background during the next invocation, or at the end of it.
+// freeze was under a quarter of LOKI_FLUSH_INTERVAL), it waits only for the
+// lines of earlier invocations: this invocation's go out in the background.
 func (x *extension) invoke(ctx context.Context, ev lifecycleEvent) {
-	frozen := time.Since(x.lastNext)
+	backToBack := time.Since(x.lastNext) < x.cfg.flushInterval/4
 	defer func() { x.lastNext = time.Now() }()
 	before := x.batch.mark() // the lines of earlier invocations
-	x.shipper.release(x.holding)
-	x.holding = false
 	x.listener.invoke(ev.RequestID, ev.Tracing.Value)
 	if !x.telemetry {
 		return
-	}
-	if x.shipper.breakerOpen() || (x.cfg.adaptive && x.batch.queuedBytes() > 0) {
-		x.shipper.requestFlush() // push while the invocation runs
 	}
 	now := time.Now()
 	deadline := time.UnixMilli(ev.DeadlineMs)
@@ -395,14 +382,12 @@ func (x *extension) invoke(ctx context.Context, ev lifecycleEvent) {
 	}
 	fctx, cancel := context.WithDeadline(ctx, end)
 	defer cancel()
-	open := x.shipper.breakerOpen() // then don't wait on Loki at all
-	if x.holding = x.shipper.hold(fctx, open); !x.holding || open {
-		return
+	mark := x.batch.mark()
+	if x.cfg.adaptive && backToBack {
+		x.shipper.kick()
+		mark = before
 	}
-	if x.cfg.adaptive && frozen < x.cfg.flushInterval/4 && x.batch.taken(before) {
-		return // busy, and all lines are this invocation's: the next one pushes them
-	}
-	x.shipper.flush(fctx, boundedRequestBytes)
+	x.shipper.flush(fctx, mark, false)
 }
 
 // shutdown handles SHUTDOWN: it waits briefly for late telemetry, pushes
@@ -413,43 +398,22 @@ func (x *extension) shutdown(ctx context.Context, ev lifecycleEvent) {
 	if ev.DeadlineMs <= 0 || end.After(now.Add(maxShutdown)) {
 		end = now.Add(fallbackShutdown) // not a usable deadline
 	}
-	x.stopBackground()
-	if !x.holding {
-		// A background push may go on for half the time left; then it is
-		// cancelled, which may take a while if it is encoding.
-		hctx, cancel := context.WithDeadline(ctx, now.Add(time.Until(end)/2))
-		x.holding = x.shipper.hold(hctx, false)
-		cancel()
-		for !x.holding && time.Until(end) > 0 {
-			hctx, cancel := context.WithDeadline(ctx, end)
-			x.holding = x.shipper.hold(hctx, true)
-			cancel()
-		}
-	}
+	x.shipper.kick() // what is queued goes now, while late telemetry comes
 	if x.telemetry {
 		x.awaitQuiet(end)
 	}
 	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	x.server.Shutdown(cctx) // no line arrives after this: the count is exact
 	cancel()
-	if x.holding {
-		x.shipper.notBefore = time.Time{} // the last chance: try even if Loki asked to wait
-		// Drain, keeping time for the stats line.
-		reserve := min(time.Until(end)/4, 200*time.Millisecond)
-		dctx, cancel := context.WithDeadline(ctx, end.Add(-reserve))
-		x.shipper.flush(dctx, boundedRequestBytes)
-		cancel()
-	}
-	if n := x.batch.discard(); n > 0 {
+	dctx, cancel := context.WithDeadline(ctx, end)
+	x.shipper.flush(dctx, x.batch.mark(), true)
+	cancel()
+	if n := x.shipper.stop(); n > 0 {
 		x.batch.count(func(c *counters) { c.droppedAtExit += int64(n) })
 	}
-	x.shipper.queueStats(true)
-	if x.holding {
-		x.shipper.notBefore = time.Time{}
-		sctx, cancel := context.WithDeadline(ctx, end)
-		x.shipper.flush(sctx, boundedRequestBytes)
-		cancel()
-	}
+	sctx, cancel := context.WithDeadline(ctx, end)
+	x.shipper.pushStats(sctx)
+	cancel()
 	c := x.batch.counters()
 	x.log.log.Printf("shutdown (%s): %d lines sent; dropped: %d buffer full, %d rejected by Loki, %d at shutdown, %d by Lambda; %d retries",
 		strings.ToLower(ev.ShutdownReason), c.sent, c.droppedFull, c.droppedLoki, c.droppedAtExit, c.droppedByLambda, c.retries)
@@ -478,13 +442,10 @@ func (x *extension) awaitQuiet(end time.Time) {
 // fail handles a broken Extensions API: push what is buffered, report, and
 // return err for the process to exit.
 func (x *extension) fail(ctx context.Context, err error) error {
-	x.stopBackground()
 	fctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	if x.holding || x.shipper.hold(fctx, false) {
-		x.holding = true
-		x.shipper.flush(fctx, boundedRequestBytes)
-	}
+	x.shipper.flush(fctx, x.batch.mark(), true)
+	x.shipper.stop()
 	x.api.exitError(ctx, "Extension.NextFailed", err)
 	return err
 }

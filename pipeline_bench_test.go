@@ -20,6 +20,7 @@ func BenchmarkPipeline(b *testing.B) {
 	}))
 	defer loki.Close()
 	s, _ := testShipper(b, lokiTarget{pushURL: loki.URL + pushPath})
+	runShipper(b, s)
 	l := newListener(s.batch, typeFilter{function: true}, defaultMaxLineBytes, "x: ", true)
 	srv := httptest.NewServer(l)
 	defer srv.Close()
@@ -37,9 +38,7 @@ func BenchmarkPipeline(b *testing.B) {
 			b.Fatal(err, resp)
 		}
 		resp.Body.Close()
-		if err := s.flush(b.Context(), maxRequestBytes); err != nil {
-			b.Fatal(err)
-		}
+		s.flush(b.Context(), s.batch.mark(), false)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(events)), "ns/line")
 }
