@@ -25,10 +25,15 @@ import (
 const (
 	pushPath = "/loki/api/v1/push"
 
-	// requestBytes caps the entries (by cost) of one push request. That
-	// much waiting is compressed into a request even while every slot is
-	// busy: compressed, it holds a fifth of the memory.
+	// requestBytes caps the entries (by cost) of one push request, up to
+	// four times that while pushes take longer than slowPush. That much
+	// waiting is compressed into a request even while every slot is busy:
+	// compressed, it holds a fifth of the memory.
 	requestBytes = 1 << 20
+	slowPush     = 250 * time.Millisecond
+	// probeEvery: after this many invocations that did not wait for a slow
+	// Loki, one waits again, to see whether Loki got faster.
+	probeEvery = 10
 	// maxInFlight requests may be unanswered at once. New lines wait for
 	// a request in flight unless the end of an invocation wants them, so a
 	// slow Loki gets fewer, larger requests, and a far one several at once.
@@ -98,6 +103,7 @@ type waiter struct {
 	mark            int64
 	since, deadline time.Time
 	final           bool          // SHUTDOWN: wait whatever Loki does
+	probe           bool          // wait even for a slow Loki
 	done            chan struct{} // closed when the wait is over
 }
 
@@ -135,6 +141,7 @@ type shipper struct {
 	delay    time.Duration    // the last backoff
 	retryAt  time.Time        // no attempt before this
 	took     [2]time.Duration // the last successful pushes, newest first
+	skipped  int              // waits ended for a slow Loki since the last probe
 	lastPush time.Time
 	zw       *gzip.Writer
 	out      bytes.Buffer
@@ -248,6 +255,9 @@ func (s *shipper) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case w := <-s.waiters:
+			if w.probe = s.skipped >= probeEvery; w.probe {
+				s.skipped = 0
+			}
 			s.waiting = append(s.waiting, w)
 			urgent = true
 		case <-s.kicks:
@@ -290,17 +300,27 @@ func (s *shipper) end(w *waiter) time.Time {
 // release ends the waits that are over: their lines are answered for,
 // their time is up, Loki keeps failing or asked to wait past it, or, once
 // sent is true and the requests holding them are on the wire, Loki answers
-// too slowly for them.
+// too slowly for them (but for a probe every probeEvery waits). A wait
+// whose time ran out while its lines were on the wire tells that Loki
+// takes longer than that.
 func (s *shipper) release(sent bool) {
 	now := s.now()
 	s.waiting = slices.DeleteFunc(s.waiting, func(w *waiter) bool {
-		slow := sent && now.Add(s.expected()).After(w.deadline) && s.onTheWire(w.mark)
+		settled, timeUp := s.settled(w.mark), !now.Before(s.end(w))
+		slow := sent && !w.probe && now.Add(s.expected()).After(w.deadline) && !s.holding(w.mark, false)
 		hopeless := s.failures >= failureThreshold || s.retryAt.After(w.deadline)
-		over := s.settled(w.mark) || !now.Before(s.end(w)) || !w.final && (slow || hopeless)
-		if over {
-			close(w.done)
+		if !(settled || timeUp || !w.final && (slow || hopeless)) {
+			return false
 		}
-		return over
+		switch {
+		case settled || w.final:
+		case slow:
+			s.skipped++
+		case timeUp && s.holding(w.mark, true):
+			s.took = [2]time.Duration{now.Sub(w.since), s.took[0]} // Loki takes longer than that
+		}
+		close(w.done)
+		return true
 	})
 	for _, w := range s.waiting {
 		// SHUTDOWN: one last attempt before the deadline beats waiting
@@ -325,12 +345,18 @@ func (s *shipper) settled(mark int64) bool {
 	return true
 }
 
-// onTheWire reports whether every request in flight that holds lines up
-// to mark has been written out.
-func (s *shipper) onTheWire(mark int64) bool {
-	return !slices.ContainsFunc(s.queue, func(r *request) bool {
-		return r.lines > 0 && r.last-int64(r.lines) < mark && !r.started.IsZero() && !r.written.Load()
+// holding reports whether a request in flight, written out or not, holds
+// lines up to mark.
+func (s *shipper) holding(mark int64, written bool) bool {
+	return slices.ContainsFunc(s.queue, func(r *request) bool {
+		return r.lines > 0 && r.last-int64(r.lines) < mark && !r.started.IsZero() && r.written.Load() == written
 	})
+}
+
+// requestSize is the entry cost a new request takes: more while Loki is
+// slow, so that throughput keeps up with fewer requests.
+func (s *shipper) requestSize() int {
+	return requestBytes * int(min(max(s.latency()/slowPush, 1), 4))
 }
 
 // latency is how long recent pushes took: the shorter of the last two, so
@@ -371,7 +397,7 @@ func (s *shipper) send(ctx context.Context, urgent bool) {
 		if i < 0 {
 			queued, age := s.batch.waiting()
 			wanted := slices.ContainsFunc(s.waiting, func(w *waiter) bool { return w.mark > s.batch.taken() })
-			if queued == 0 || !(urgent || wanted || age >= s.interval/2 || queued >= requestBytes) {
+			if queued == 0 || !(urgent || wanted || age >= s.interval/2 || queued >= s.requestSize()) {
 				break
 			}
 			s.form()
@@ -379,7 +405,7 @@ func (s *shipper) send(ctx context.Context, urgent bool) {
 		}
 		s.launch(ctx, s.queue[i])
 	}
-	for queued, _ := s.batch.waiting(); queued >= requestBytes; queued, _ = s.batch.waiting() {
+	for queued, _ := s.batch.waiting(); queued >= s.requestSize(); queued, _ = s.batch.waiting() {
 		s.form() // compress what waits behind busy slots
 	}
 }
@@ -396,7 +422,7 @@ func (s *shipper) form() {
 		s.queue = append(s.queue, r)
 		s.batch.hold(cap(r.body))
 	}
-	es, last := s.batch.take(requestBytes)
+	es, last := s.batch.take(s.requestSize())
 	if len(es) == 0 {
 		return
 	}

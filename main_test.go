@@ -24,7 +24,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		types:         types,
 		port:          4243,
 		buffering:     buffering{MaxItems: 1000, MaxBytes: 262144, TimeoutMs: 25},
-		bufferBytes:   8 << 20,
+		bufferBytes:   4 << 20, // 128 MB of function memory
 		maxLineBytes:  256 << 10,
 		flushInterval: time.Second,
 		flushTimeout:  300 * time.Millisecond,
@@ -119,6 +119,16 @@ func TestLoadConfigErrors(t *testing.T) {
 		}
 		if err != nil && strings.Contains(err.Error(), secret) {
 			t.Errorf("%v: the error shows a secret: %v", tc.env, err)
+		}
+	}
+}
+
+func TestBufferScalesWithMemory(t *testing.T) {
+	t.Parallel()
+	for memory, want := range map[string]int{"": 4 << 20, "128": 4 << 20, "1024": 32 << 20, "10240": 64 << 20, "64": 2 << 20, "16": 1 << 20, "lots": 4 << 20} {
+		cfg, err := loadConfig(mapEnv(map[string]string{"LOKI_URL": "http://l", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": memory}))
+		if err != nil || cfg.bufferBytes != want {
+			t.Errorf("memory %q MB: buffer %d, %v; want %d", memory, cfg.bufferBytes, err, want)
 		}
 	}
 }

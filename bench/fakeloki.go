@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -24,6 +25,8 @@ type fakeLoki struct {
 	url    string // base URL, the value of LOKI_URL
 	server *http.Server
 	onPush func() // called before answering a push (samples the child's RSS)
+	fault  fault
+	count  atomic.Int64 // pushes received
 
 	mu     sync.Mutex // guards pushes
 	pushes []push
@@ -37,12 +40,12 @@ type push struct {
 }
 
 // startFakeLoki serves a fake Loki on a free loopback port.
-func startFakeLoki(onPush func()) (*fakeLoki, error) {
+func startFakeLoki(onPush func(), f fault) (*fakeLoki, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("fake Loki: %w", err)
 	}
-	l := &fakeLoki{url: "http://" + ln.Addr().String(), onPush: onPush}
+	l := &fakeLoki{url: "http://" + ln.Addr().String(), onPush: onPush, fault: f}
 	l.server = &http.Server{Handler: l, ReadHeaderTimeout: 5 * time.Second}
 	go l.server.Serve(ln)
 	return l, nil
@@ -61,10 +64,21 @@ func (l *fakeLoki) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	p := push{at: time.Now(), gzip: r.Header.Get("Content-Encoding") == "gzip", body: body}
+	n := int(l.count.Add(1))
+	time.Sleep(l.fault.latency)
 	if l.onPush != nil {
 		l.onPush()
 	}
+	if l.fault.answer != nil {
+		if status, retryAfter := l.fault.answer(n); status != http.StatusNoContent {
+			if retryAfter != "" {
+				w.Header().Set("Retry-After", retryAfter)
+			}
+			w.WriteHeader(status) // stored nothing
+			return
+		}
+	}
+	p := push{at: time.Now(), gzip: r.Header.Get("Content-Encoding") == "gzip", body: body}
 	l.mu.Lock()
 	l.pushes = append(l.pushes, p)
 	l.mu.Unlock()

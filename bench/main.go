@@ -11,6 +11,7 @@
 //	go run ./bench            # full run, under a minute on 2 cores
 //	go run ./bench -quick     # about 20 s
 //	go run ./bench -compare   # flush modes invocation and adaptive side by side
+//	go run ./bench -faults    # a far, throttled or failing Loki (about 2 min)
 package main
 
 import (
@@ -39,6 +40,8 @@ type options struct {
 	gap       time.Duration
 	timeout   time.Duration
 	verbose   bool
+	faults    bool
+	match     string
 }
 
 func main() {
@@ -65,6 +68,8 @@ func parseFlags(args []string) (options, error) {
 	mode := fs.String("mode", "invocation", "flush mode: invocation (LOKI_FLUSH_MODE unset) or adaptive")
 	compare := fs.Bool("compare", false, "run flush modes invocation and adaptive side by side")
 	quick := fs.Bool("quick", false, "quick run: -lines 10,100,1000 -n 20 -burst-reps 1")
+	faults := fs.Bool("faults", false, "run the extension against a far, throttled or failing Loki instead")
+	match := fs.String("match", "", "with -faults: only the faults whose name contains this")
 	gap := fs.Duration("gap", 0, "pause between an invocation's /next and the next INVOKE")
 	timeout := fs.Duration("timeout", 10*time.Minute, "limit of the whole benchmark")
 	verbose := fs.Bool("v", false, "print each run's extension output")
@@ -84,7 +89,7 @@ func parseFlags(args []string) (options, error) {
 			*reps = 1
 		}
 	}
-	opts := options{n: *n, burstReps: max(1, *reps), gap: *gap, timeout: *timeout, verbose: *verbose}
+	opts := options{n: *n, burstReps: max(1, *reps), gap: *gap, timeout: *timeout, verbose: *verbose, faults: *faults, match: *match}
 	for s := range strings.SplitSeq(*lines, ",") {
 		v, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || v < 0 || v > 100000 {
@@ -138,6 +143,12 @@ func benchmark(ctx context.Context, opts options) error {
 		return err
 	}
 	rep := &report{opts: opts, sizes: bins.sizes, command: commandLine()}
+	if opts.faults {
+		results := runFaults(ctx, opts, bins.extension)
+		fmt.Printf("Machine: %s. Command: `%s` (wall time %.0f s).\n\n", machine(), rep.command, time.Since(began).Seconds())
+		printFaults(os.Stdout, results)
+		return ctx.Err()
+	}
 	subjects := subjectsOf(opts, bins)
 
 	rep.idle = make([][]*runResult, len(subjects))

@@ -29,6 +29,8 @@ type runSpec struct {
 	lines       int    // function lines per invocation
 	invocations int
 	gap         time.Duration // pause between /next and the next INVOKE
+	fault       fault         // how the fake Loki misbehaves; zero: it doesn't
+	shutdown    *atomic.Bool  // set when SHUTDOWN is sent
 }
 
 // runResult is what one run measured.
@@ -67,15 +69,21 @@ func (r *runResult) execute(ctx context.Context) error {
 		return err
 	}
 	defer api.close()
-	loki, err := startFakeLoki(peak.sample)
+	loki, err := startFakeLoki(peak.sample, r.spec.fault)
 	if err != nil {
 		return err
 	}
 	defer loki.close()
+	lokiURL := loki.url
+	if r.spec.fault.refuse {
+		if lokiURL, err = freeURL(); err != nil {
+			return err
+		}
+	}
 
 	out := &tailBuffer{max: 16 << 10}
 	cmd := exec.Command(r.spec.binary)
-	cmd.Env = childEnv(r.spec, api.addr, loki.url)
+	cmd.Env = childEnv(r.spec, api.addr, lokiURL)
 	cmd.Stdout, cmd.Stderr = out, out
 	spawned := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -97,6 +105,9 @@ func (r *runResult) execute(ctx context.Context) error {
 		cmd.Process.Kill()
 		<-exited
 		return fmt.Errorf("%w (process: %s)", err, cmd.ProcessState)
+	}
+	if r.spec.shutdown != nil {
+		r.spec.shutdown.Store(true)
 	}
 	if err := api.sendShutdown(ctx); err != nil {
 		return fmt.Errorf("SHUTDOWN: %w", err)
