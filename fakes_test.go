@@ -312,13 +312,6 @@ func (l *fakeLoki) store(req pushRequest) {
 	}
 }
 
-// unanswered returns how many requests Loki is still working on.
-func (l *fakeLoki) unanswered() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.active
-}
-
 // lines returns the stored lines of source src in the order of their
 // timestamps, as a Loki query returns them.
 func (l *fakeLoki) lines(src string) []string {

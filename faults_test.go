@@ -196,10 +196,10 @@ func TestShutdownUnderPressure(t *testing.T) {
 	if c.sent+c.droppedFull+c.droppedLoki+c.droppedAtExit != int64(len(want)) {
 		t.Errorf("generated %d, but the extension accounts for %+v", len(want), c)
 	}
-	// Loki may also hold the lines of the one request cut by the deadline,
-	// which the extension counted as dropped: it never had an answer.
-	if unsure := int64(len(got)) - c.sent; unsure < 0 || unsure > 10000 {
-		t.Errorf("Loki stored %d lines, the extension says it sent %d", len(got), c.sent)
+	// Loki may also hold lines of requests still unanswered at the end,
+	// which the extension counted as dropped.
+	if unsure := int64(len(got)) - c.sent; unsure < 0 || unsure > c.droppedAtExit {
+		t.Errorf("Loki stored %d lines, the extension says it sent %d and dropped %d at shutdown", len(got), c.sent, c.droppedAtExit)
 	}
 	if stats := loki.lines("extension"); len(stats) > 0 && !strings.Contains(stats[len(stats)-1], fmt.Sprintf("final=true sent=%d ", c.sent)) {
 		t.Errorf("the last stats line disagrees with the summary %+v: %s", c, stats[len(stats)-1])
@@ -551,8 +551,8 @@ func TestPushAnsweredAcrossAFreeze(t *testing.T) {
 	for i := range 3 {
 		lines, _ := timedInvocation(f, requestID(i), 10)
 		want = append(want, lines...)
-		if loki.unanswered() == 0 {
-			t.Fatalf("invocation %d: no push in flight at /next with a Loki slower than the flush timeout", i)
+		if len(loki.lines("function")) == len(want) {
+			t.Fatalf("invocation %d: Loki, slower than the flush timeout, had answered at /next", i)
 		}
 		cmd.Process.Signal(syscall.SIGSTOP) // Loki answers while the extension is frozen
 		time.Sleep(time.Second)

@@ -372,7 +372,7 @@ func TestAdaptiveFlush(t *testing.T) {
 	f := newFakeLambda(t)
 	loki := newFakeLoki(t)
 	loki.reply = func(int, http.ResponseWriter) int {
-		time.Sleep(100 * time.Millisecond) // within the flush timeout
+		time.Sleep(150 * time.Millisecond) // within the flush timeout
 		return http.StatusNoContent
 	}
 	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL,
@@ -385,7 +385,14 @@ func TestAdaptiveFlush(t *testing.T) {
 			time.Sleep(700 * time.Millisecond) // sparse: over a quarter of the interval
 		}
 		before := len(want)
-		want = append(want, invocation(f, requestID(i), 5)...)
+		f.invoke(requestID(i))
+		time.Sleep(100 * time.Millisecond) // the handler runs
+		for j := range 5 {
+			want = append(want, fmt.Sprintf("%s line %d", requestID(i), j))
+			f.deliver(tev("function", want[len(want)-1]+"\n"))
+		}
+		f.deliver(tev("platform.runtimeDone", map[string]any{"requestId": requestID(i), "status": "success"}))
+		f.awaitNext()
 		got := loki.lines("function")
 		if len(got) < before || !slices.Equal(want[:before], got[:before]) {
 			t.Fatalf("invocation %d: the lines of earlier invocations are not all in Loki: %d of %d", i, len(got), before)

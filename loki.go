@@ -31,8 +31,8 @@ const (
 	// compressed, it holds a fifth of the memory.
 	requestBytes = 1 << 20
 	slowPush     = 250 * time.Millisecond
-	// probeEvery: after this many invocations that did not wait for a slow
-	// Loki, one waits again, to see whether Loki got faster.
+	// probeEvery: after this many waits that ended as soon as the lines
+	// were on the wire, for a Loki slower than the wait, one waits again.
 	probeEvery = 10
 	// maxInFlight requests may be unanswered at once. New lines wait for
 	// a request in flight unless the end of an invocation wants them, so a
@@ -103,7 +103,7 @@ type waiter struct {
 	mark            int64
 	since, deadline time.Time
 	final           bool          // SHUTDOWN: wait whatever Loki does
-	probe           bool          // wait even for a slow Loki
+	slow            bool          // Loki answers later than deadline
 	done            chan struct{} // closed when the wait is over
 }
 
@@ -255,8 +255,9 @@ func (s *shipper) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case w := <-s.waiters:
-			if w.probe = s.skipped >= probeEvery; w.probe {
-				s.skipped = 0
+			w.slow = !w.final && s.now().Add(s.latency()).After(w.deadline)
+			if s.skipped += btoi(w.slow); s.skipped > probeEvery {
+				w.slow, s.skipped = false, 0 // wait: has Loki got faster?
 			}
 			s.waiting = append(s.waiting, w)
 			urgent = true
@@ -300,23 +301,18 @@ func (s *shipper) end(w *waiter) time.Time {
 // release ends the waits that are over: their lines are answered for,
 // their time is up, Loki keeps failing or asked to wait past it, or, once
 // sent is true and the requests holding them are on the wire, Loki answers
-// too slowly for them (but for a probe every probeEvery waits). A wait
-// whose time ran out while its lines were on the wire tells that Loki
-// takes longer than that.
+// too slowly for them. A wait whose time ran out while its lines were on
+// the wire tells that Loki takes longer than that.
 func (s *shipper) release(sent bool) {
 	now := s.now()
 	s.waiting = slices.DeleteFunc(s.waiting, func(w *waiter) bool {
 		settled, timeUp := s.settled(w.mark), !now.Before(s.end(w))
-		slow := sent && !w.probe && now.Add(s.expected()).After(w.deadline) && !s.holding(w.mark, false)
+		slow := sent && w.slow && !s.holding(w.mark, false)
 		hopeless := s.failures >= failureThreshold || s.retryAt.After(w.deadline)
 		if !(settled || timeUp || !w.final && (slow || hopeless)) {
 			return false
 		}
-		switch {
-		case settled || w.final:
-		case slow:
-			s.skipped++
-		case timeUp && s.holding(w.mark, true):
+		if timeUp && !settled && !w.final && s.holding(w.mark, true) {
 			s.took = [2]time.Duration{now.Sub(w.since), s.took[0]} // Loki takes longer than that
 		}
 		close(w.done)
@@ -362,18 +358,6 @@ func (s *shipper) requestSize() int {
 // latency is how long recent pushes took: the shorter of the last two, so
 // that one slow answer (a new connection, say) changes nothing.
 func (s *shipper) latency() time.Duration { return min(s.took[0], s.took[1]) }
-
-// expected is how long an answer is likely to take: as long as recent
-// pushes took, or as the oldest one still in flight has taken so far.
-func (s *shipper) expected() time.Duration {
-	d := s.latency()
-	for _, r := range s.queue {
-		if !r.started.IsZero() {
-			d = max(d, s.now().Sub(r.started))
-		}
-	}
-	return d
-}
 
 // send starts requests while slots are free: those waiting first, oldest
 // first, then a new one from the batch when that is worth it: the event
@@ -939,6 +923,13 @@ func appendJSONString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // retryable reports whether a push answered with status may succeed later.
