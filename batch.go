@@ -1,6 +1,7 @@
 package main
 
 import (
+	"hash/maphash"
 	"sync"
 	"time"
 )
@@ -31,13 +32,17 @@ func (s source) String() string {
 // Queued entries are charged a quarter more, for the slack of the slice
 // that grows to hold them, plus their line and a little more for the
 // allocator's rounding: what the Go heap really holds (TestCapCountsTheHeap).
-const entrySize = 96
+const entrySize = 112
+
+// recentEntries is how many entries the batch remembers to tell whether a
+// new one would be identical to one of them.
+const recentEntries = 1024
 
 // entry is one log line bound for Loki. Its fields never change once the
 // batch has accepted it, so a resend carries the same bytes and Loki drops
 // what it already has.
 type entry struct {
-	ts   int64 // Unix nanoseconds, strictly increasing within a source
+	ts   int64 // Unix nanoseconds
 	line string
 	meta metadata
 	src  source
@@ -50,8 +55,16 @@ type entry struct {
 type metadata struct {
 	requestID string
 	traceID   string
+	tenantID  string
 	level     string
 	eventType string
+}
+
+// identity tells entries apart as Loki does: by stream, line and metadata
+// (content, a hash) and time.
+type identity struct {
+	content uint64
+	ts      int64
 }
 
 // cost is what e holds of the heap while it is queued.
@@ -85,22 +98,29 @@ type batch struct {
 	queued   int        // cost of entries
 	held     int        // bytes of the shipper's unanswered requests
 	oldest   time.Time  // when the oldest of entries was added
-	lastTS   [numSources]int64
-	lastTake int   // entries taken last time: the capacity to start with
-	added    int64 // entries ever accepted; the last one's sequence number
+	lastTake int        // entries taken last time: the capacity to start with
+	added    int64      // entries ever accepted; the last one's sequence number
 	stats    counters
+	// The identities of the newest entries, oldest first from next, and
+	// by content the latest time given.
+	recent [recentEntries]identity
+	next   int
+	seen   map[identity]bool
+	latest map[uint64]int64
+	seed   maphash.Seed
 }
 
 // newBatch returns a batch that holds at most capBytes and signals ready
 // when flushBytes are queued.
 func newBatch(capBytes, flushBytes int) *batch {
-	return &batch{capBytes: capBytes, flushBytes: flushBytes, ready: make(chan struct{}, 1)}
+	return &batch{capBytes: capBytes, flushBytes: flushBytes, ready: make(chan struct{}, 1),
+		seen: map[identity]bool{}, latest: map[uint64]int64{}, seed: maphash.MakeSeed()}
 }
 
-// add appends entries in order. It makes timestamps strictly increasing per
-// source, so that lines with the same time keep their order and none is
-// taken for a duplicate by Loki. Entries that do not fit are dropped and
-// counted.
+// add appends entries in order. An entry that would be identical to a
+// recent one, which Loki would drop, moves a few nanoseconds, past the
+// latest of its twins; any other keeps its time. Entries that do not fit
+// are dropped and counted.
 func (b *batch) add(es []entry) {
 	b.mu.Lock()
 	if b.entries == nil {
@@ -113,10 +133,7 @@ func (b *batch) add(es []entry) {
 			b.stats.droppedFull++
 			continue
 		}
-		if last := b.lastTS[e.src]; e.ts <= last {
-			e.ts = last + 1
-		}
-		b.lastTS[e.src] = e.ts
+		b.unique(&e)
 		b.entries = append(b.entries, e)
 		b.queued += e.cost()
 		b.added++
@@ -129,6 +146,33 @@ func (b *batch) add(es []entry) {
 		default:
 		}
 	}
+}
+
+// unique moves e's time if a recent entry has the same identity, or if
+// the latest entry with its stream, line and metadata is less than a
+// millisecond later (of a flood of one line, the oldest are forgotten);
+// then it goes past that one. b.mu is held.
+func (b *batch) unique(e *entry) {
+	c := maphash.Comparable(b.seed, struct {
+		src  source
+		line string
+		meta metadata
+	}{e.src, e.line, e.meta})
+	id := identity{c, e.ts}
+	if latest, ok := b.latest[c]; b.seen[id] || ok && latest >= e.ts && latest-e.ts < int64(time.Millisecond) {
+		for id.ts = max(latest, e.ts) + 1; b.seen[id]; id.ts++ {
+		}
+		e.ts = id.ts
+	}
+	if old := b.recent[b.next]; b.seen[old] {
+		delete(b.seen, old)
+		if b.latest[old.content] == old.ts {
+			delete(b.latest, old.content)
+		}
+	}
+	b.recent[b.next], b.next = id, (b.next+1)%recentEntries
+	b.seen[id] = true
+	b.latest[c] = max(b.latest[c], id.ts)
 }
 
 // take removes and returns the oldest entries, up to maxBytes of them but at

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"runtime"
@@ -22,25 +23,30 @@ func lines(es []entry) []string {
 // lineText is an entry's line as Loki will have it.
 func lineText(e entry) string {
 	if !e.escaped {
-		return e.line
+		return jsonRoundTrip(e.line) // invalid UTF-8: U+FFFD for each byte
 	}
-	s, ok := jsonString([]byte(`"` + e.line + `"`))
-	if !ok {
-		panic("not a JSON string: " + e.line)
+	var s string
+	if err := json.Unmarshal([]byte(`"`+e.line+`"`), &s); err != nil {
+		panic("not JSON string content: " + e.line)
 	}
 	return s
 }
 
-func TestAddMakesTimestampsStrictlyIncreasingPerSource(t *testing.T) {
+// TestAddMovesOnlyIdenticalEntries: an entry keeps its own time unless it
+// would be identical (stream, time, line, metadata) to a recent one; then
+// it moves past the latest of those.
+func TestAddMovesOnlyIdenticalEntries(t *testing.T) {
 	b := newBatch(1<<20, 1<<20)
 	b.add([]entry{
 		{ts: 100, line: "a"},
-		{ts: 100, line: "b"}, // same millisecond: kept after a
-		{ts: 50, line: "c"},  // earlier time, later arrival: kept after b
-		{ts: 100, line: "p", src: sourcePlatform},
-		{ts: 200, line: "d"},
+		{ts: 100, line: "b"},                                // same time, another line: kept
+		{ts: 50, line: "c"},                                 // earlier: keeps its time
+		{ts: 100, line: "a"},                                // identical to the first: moves
+		{ts: 100, line: "a"},                                // and again
+		{ts: 100, line: "a", src: sourcePlatform},           // another stream
+		{ts: 100, line: "a", meta: metadata{level: "info"}}, // other metadata
 	})
-	b.add([]entry{{ts: 200, line: "e"}})
+	b.add([]entry{{ts: 100, line: "a"}, {ts: 101, line: "x"}})
 	type tl struct {
 		TS   int64
 		Line string
@@ -50,9 +56,22 @@ func TestAddMakesTimestampsStrictlyIncreasingPerSource(t *testing.T) {
 	for _, e := range es {
 		got = append(got, tl{e.ts, e.line})
 	}
-	want := []tl{{100, "a"}, {101, "b"}, {102, "c"}, {100, "p"}, {200, "d"}, {201, "e"}}
+	want := []tl{{100, "a"}, {100, "b"}, {50, "c"}, {101, "a"}, {102, "a"}, {100, "a"}, {100, "a"}, {103, "a"}, {101, "x"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
+	}
+	// A flood of one line in one millisecond costs little: each moves past
+	// the latest.
+	var flood []entry
+	for range 5000 {
+		flood = append(flood, entry{ts: 7, line: "same"})
+	}
+	b.add(flood)
+	es, _ = b.take(1 << 30)
+	for i, e := range es {
+		if e.ts != int64(7+i) {
+			t.Fatalf("flood entry %d at %d, want %d", i, e.ts, 7+i)
+		}
 	}
 }
 

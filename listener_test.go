@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -21,6 +22,7 @@ func testListener(types string) *listener {
 	}
 	l := newListener(newBatch(8<<20, 8<<20), f, 300, "loki-extension: ", true)
 	l.now = func() time.Time { return time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC) }
+	l.offset = 0 // TestEnvironmentOffset checks it
 	return l
 }
 
@@ -59,7 +61,7 @@ func TestRecordDecoding(t *testing.T) {
 		{"Node.js prefix", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"2024-11-25T10:15:30.100Z\t` + rid + `\tERROR\tboom\n"}]`,
 			[]got{{"function", "2024-11-25T10:15:30.101Z", "2024-11-25T10:15:30.100Z\t" + rid + "\tERROR\tboom", metadata{requestID: rid, level: "error"}}}},
 		{"Python prefix", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"[WARNING]\t2024-11-25T10:15:30.100Z\t` + rid + `\tcareful\n"}]`,
-			[]got{{"function", "2024-11-25T10:15:30.101Z", "[WARNING]\t2024-11-25T10:15:30.100Z\t" + rid + "\tcareful", metadata{requestID: rid, level: "warning"}}}},
+			[]got{{"function", "2024-11-25T10:15:30.101Z", "[WARNING]\t2024-11-25T10:15:30.100Z\t" + rid + "\tcareful", metadata{requestID: rid, level: "warn"}}}},
 		{"a backslash-t in the text is not a tab", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"2024-11-25T10:15:30.100Z C:\\t` + rid + `\tERROR\tboom"}]`,
 			[]got{{"function", "2024-11-25T10:15:30.101Z", "2024-11-25T10:15:30.100Z C:\\t" + rid + "\tERROR\tboom", metadata{}}}},
 		{"Node.js during init", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"2024-11-25T10:15:30.100Z\tundefined\tINFO\tstarting\n"}]`,
@@ -128,26 +130,55 @@ func TestTypeFilter(t *testing.T) {
 	}
 }
 
-func TestRequestIDInference(t *testing.T) {
+// TestRequestIDsFromTheTelemetry: a line without a request id of its own
+// takes that of the invocation whose platform.start … platform.runtimeDone
+// holds its time, with its trace and tenant: none during Init or between
+// invocations, and a late line keeps its own invocation's.
+func TestRequestIDsFromTheTelemetry(t *testing.T) {
 	t.Parallel()
-	l := testListener(defaultTypes)
-	post(l, `[{"time":"2024-11-25T10:15:31.000Z","type":"function","record":"before any invocation"},
-		{"time":"2024-11-25T10:15:31.000Z","type":"platform.start","record":{"requestId":"`+rid+`","tracing":{"value":"Root=1-abc;Sampled=1"}}},
-		{"time":"2024-11-25T10:15:31.000Z","type":"function","record":"during"}]`)
-	want := []got{
-		{"function", "2024-11-25T10:15:31Z", "before any invocation", metadata{}},
-		{"function", "2024-11-25T10:15:31.000000001Z", "during", metadata{requestID: rid, traceID: "1-abc"}},
+	a, b := "aaaaaaaa-0000-4000-8000-000000000001", "bbbbbbbb-0000-4000-8000-000000000002"
+	ev := func(ms int, typ, record string) string {
+		return fmt.Sprintf(`{"time":"2024-11-25T10:15:31.%03dZ","type":%q,"record":%s}`, ms, typ, record)
 	}
-	if diff := cmp.Diff(want, stored(l), cmp.AllowUnexported(metadata{})); diff != "" {
-		t.Errorf("(-want +got):\n%s", diff)
+	deliveries := []string{
+		ev(0, "platform.initStart", `{"phase":"init"}`) + "," + ev(1, "function", `"init line"`),
+		ev(10, "platform.start", `{"requestId":"`+a+`","tenantId":"t-a","tracing":{"value":"Root=1-aaa;Sampled=1"}}`) + "," +
+			ev(11, "function", `"a line"`) + "," + ev(12, "function", `{"requestId":"`+b+`","message":"names b"}`),
+		ev(15, "platform.runtimeDone", `{"requestId":"`+a+`","status":"success"}`) + "," + ev(16, "function", `"between"`),
+		ev(20, "platform.start", `{"requestId":"`+b+`","tracing":{"value":"Root=1-bbb"}}`) + "," +
+			ev(14, "function", `"late line of a"`) + "," + ev(21, "function", `"b line"`),
 	}
-
-	lmi := testListener(defaultTypes)
-	lmi.inferRequestID = false
-	post(lmi, `[{"time":"2024-11-25T10:15:31.000Z","type":"platform.start","record":{"requestId":"`+rid+`"}},
-		{"time":"2024-11-25T10:15:31.000Z","type":"function","record":"plain"}]`)
-	if diff := cmp.Diff(metadata{}, lmi.batch.entries[0].meta, cmp.AllowUnexported(metadata{})); diff != "" {
-		t.Errorf("LMI must not infer (-want +got):\n%s", diff)
+	for _, lmi := range []bool{false, true} {
+		l := testListener(defaultTypes)
+		l.inferRequestID = !lmi
+		for _, d := range deliveries {
+			if status := post(l, "["+d+"]"); status != http.StatusOK {
+				t.Fatalf("status %d for %s", status, d)
+			}
+		}
+		metaOf := map[string]metadata{}
+		for _, e := range l.batch.entries {
+			metaOf[lineText(e)] = e.meta
+		}
+		want := map[string]metadata{
+			"init line": {},
+			"a line":    {requestID: a, traceID: "1-aaa", tenantID: "t-a"},
+			`{"requestId":"` + b + `","message":"names b"}`: {requestID: b}, // before b's platform.start
+			"between":        {},
+			"late line of a": {requestID: a, traceID: "1-aaa", tenantID: "t-a"},
+			"b line":         {requestID: b, traceID: "1-bbb"},
+		}
+		if lmi { // concurrent invocations: only what a line says itself
+			for line, m := range want {
+				if !strings.HasPrefix(line, "{") {
+					m = metadata{}
+				}
+				want[line] = m
+			}
+		}
+		if diff := cmp.Diff(want, metaOf, cmp.AllowUnexported(metadata{})); diff != "" {
+			t.Errorf("Managed Instances %t (-want +got):\n%s", lmi, diff)
+		}
 	}
 }
 
@@ -201,7 +232,7 @@ func TestTruncate(t *testing.T) {
 		if !strings.HasPrefix(tc.line, kept) || !strings.HasSuffix(got, fmt.Sprintf("%d bytes]", len(tc.line)-len(kept))) {
 			t.Errorf("truncate(%.20q…, %d) = %q", tc.line, tc.max, got)
 		}
-		if !json.Valid(appendJSONString(nil, got)) || !strings.Contains(got, "…") || strings.ContainsRune(got, '\ufffd') {
+		if !utf8.ValidString(got) || !strings.Contains(got, "…") || strings.ContainsRune(got, '\ufffd') {
 			t.Errorf("truncate cut a rune: %q", got)
 		}
 	}
@@ -224,8 +255,9 @@ func TestWaitRuntimeDone(t *testing.T) {
 	}
 }
 
-// FuzzListenerDecode: no body crashes the listener; an accepted body's
-// entries re-encode to valid JSON that decodes back to the same lines.
+// FuzzListenerDecode: no body crashes the listener; every JSON array
+// that encoding/json finds valid is accepted; an accepted body's entries
+// re-encode to valid JSON that decodes back to the same lines.
 func FuzzListenerDecode(f *testing.F) {
 	for _, seed := range []string{
 		`[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"2024-11-25T10:15:30.100Z\t8f5c0a61-0d4e-4c1e-9f55-3c0b2c7e9a10\tINFO\tloaded 3 items\n"}]`,
@@ -237,12 +269,17 @@ func FuzzListenerDecode(f *testing.F) {
 		`[{"time":"2024-11-25T10:15:31.000Z","type":"platform.logsDropped","record":{"droppedBytes":48213,"droppedRecords":311,"reason":"slow"}}]`,
 		`[{"time":"x","type":"function","record":"\u0000\ud800"}, 1, null]`,
 		`[`, `{}`, `[{"type":"function","record":{"level":{"a":[[[[]]]]}}}]`,
+		`[{"type":"function","record":{"a":1,"a":2}},{"type":"function","record":"` + "\xff" + `"}]`,
 	} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
 		l := testListener("function,platform,extension")
 		status := post(l, body)
+		// What encoding/json takes for an array, the listener takes.
+		if array := strings.TrimLeft(body, " \t\r\n"); strings.HasPrefix(array, "[") && json.Valid([]byte(body)) && status != http.StatusOK {
+			t.Fatalf("status %d for a valid JSON array", status)
+		}
 		if status != http.StatusOK {
 			if len(l.batch.entries) != 0 {
 				t.Fatalf("status %d but %d entries kept", status, len(l.batch.entries))
@@ -299,77 +336,9 @@ func BenchmarkListener(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(events)), "ns/line")
 }
 
-// FuzzJSONReader: the reader agrees with encoding/json on what is valid
-// JSON and on what strings decode to.
-func FuzzJSONReader(f *testing.F) {
-	for _, seed := range []string{`{"a":[1,2.5e-3,true,false,null,"x\u00e9\ud83c\udf89"]}`, `[]`, ` "\ud800x" `,
-		`{"a":1,}`, `[1 2]`, `-01`, `1.`, `"\x"`, "\"\t\"", `{"a" 1}`, `[[[[]]]]`, `{"\u0061":{}}`, "\"\xff\""} {
-		f.Add([]byte(seed))
-	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		start := skipSpace(b, 0)
-		end := skipValue(b, start)
-		ours := end >= 0 && skipSpace(b, end) == len(b)
-		if want := json.Valid(b); ours != want {
-			t.Fatalf("valid(%q): ours %t, encoding/json %t", b, ours, want)
-		}
-		if !ours {
-			return
-		}
-		checkWalk(t, b[start:end])
-		if b[start] != '"' {
-			return
-		}
-		got, ok := jsonString(b[start:end])
-		var want string
-		if err := json.Unmarshal(b, &want); err != nil || !ok {
-			t.Fatalf("string %q: ok %t, encoding/json: %v", b, ok, err)
-		}
-		if jsonRoundTrip(got) != want {
-			t.Errorf("string %q: ours %q, encoding/json %q", b, got, want)
-		}
-	})
-}
-
-// checkWalk walks a valid value with members and elements, requiring every
-// key to be a string and every value it yields to be valid JSON.
-func checkWalk(t *testing.T, v []byte) {
-	t.Helper()
-	members(v, func(k, v []byte) {
-		if !json.Valid(append(append([]byte{'"'}, k...), '"')) || !json.Valid(v) {
-			t.Fatalf("member %q: %q", k, v)
-		}
-		checkWalk(t, v)
-	})
-	elements(v, func(v []byte) {
-		if !json.Valid(v) {
-			t.Fatalf("element %q", v)
-		}
-		checkWalk(t, v)
-	})
-}
-
-func TestMembersAndElements(t *testing.T) {
-	t.Parallel()
-	obj := []byte(` { "a" : [1, {"b": "c"}] , "d\"e" : "f" , "g":{} } `)
-	var keys, values []string
-	members(obj, func(k, v []byte) { keys, values = append(keys, string(k)), append(values, string(v)) })
-	if diff := cmp.Diff([]string{"a", `d\"e`, "g"}, keys); diff != "" {
-		t.Errorf("keys (-want +got):\n%s", diff)
-	}
-	if diff := cmp.Diff([]string{`[1, {"b": "c"}]`, `"f"`, `{}`}, values); diff != "" {
-		t.Errorf("values (-want +got):\n%s", diff)
-	}
-	var elems []string
-	elements([]byte(`[ 1 ,"x", [ ] ,{"a":1}]`), func(v []byte) { elems = append(elems, string(v)) })
-	if diff := cmp.Diff([]string{"1", `"x"`, "[ ]", `{"a":1}`}, elems); diff != "" {
-		t.Errorf("elements (-want +got):\n%s", diff)
-	}
-}
-
 // TestFloodStaysBounded: a delivery of far more lines than the buffer holds
-// keeps the buffer under its cap and the scratch slice small, and counts
-// every line it could not keep.
+// keeps the buffer and the delivery's own entries under the cap, and
+// counts every line it could not keep.
 func TestFloodStaysBounded(t *testing.T) {
 	t.Parallel()
 	l := newListener(newBatch(1<<20, 1<<20), typeFilter{function: true}, 1024, "x: ", true)
@@ -381,7 +350,7 @@ func TestFloodStaysBounded(t *testing.T) {
 	}
 	c := l.batch.counters()
 	kept := len(l.batch.entries)
-	if kept+int(c.droppedFull) != n || l.batch.queued > 1<<20 || cap(l.scratch) > 2*addChunk {
+	if kept+int(c.droppedFull) != n || l.batch.queued > 1<<20 || cap(l.scratch)*entrySize > 2<<20 {
 		t.Errorf("kept %d + dropped %d of %d; queued %d bytes; scratch capacity %d", kept, c.droppedFull, n, l.batch.queued, cap(l.scratch))
 	}
 }
@@ -410,5 +379,113 @@ func TestEscapedLines(t *testing.T) {
 		if got := req.Streams[0].Values[0].Line; got != want {
 			t.Errorf("record %s reached Loki as %q, want %q", record, got, want)
 		}
+	}
+}
+
+// TestOddRecordsKeepTheirDelivery: a repeated key, invalid UTF-8, a lone
+// surrogate, nesting deeper than jsontext reads, and numbers of any form
+// cost neither the delivery nor its runtimeDone; each record lands as
+// written (invalid UTF-8 as U+FFFD).
+func TestOddRecordsKeepTheirDelivery(t *testing.T) {
+	t.Parallel()
+	deep := strings.Repeat(`{"a":[`, 6000) + "1" + strings.Repeat("]}", 6000)
+	records := []string{
+		`{"level":"INFO","level":"ERROR","message":"repeated key"}`,
+		"{\"message\":\"raw \xff byte\"}",
+		`{"message":"lone \ud800 surrogate"}`,
+		`{"n":[1e400,-0,0.1e-999,123456789012345678901234567890,-1.5E+3]}`,
+		deep,
+		`"text \ud83c\udf89 and \ud800"`,
+	}
+	var events []string
+	for _, r := range records {
+		events = append(events, `{"time":"2024-11-25T10:15:30.101Z","type":"function","record":`+r+`}`)
+	}
+	events = append(events, `{"time":"2024-11-25T10:15:30.102Z","type":"platform.runtimeDone","record":{"requestId":"`+rid+`","status":"success"}}`)
+	l := testListener("function")
+	l.maxLine = 1 << 20
+	if status := post(l, "["+strings.Join(events, ",")+"]"); status != http.StatusOK {
+		t.Fatalf("status %d", status)
+	}
+	if !l.waitRuntimeDone(t.Context(), rid, time.Now()) {
+		t.Error("the delivery's runtimeDone was lost")
+	}
+	var lines []string
+	for _, e := range l.batch.entries {
+		lines = append(lines, lineText(e))
+	}
+	want := []string{records[0], "{\"message\":\"raw \ufffd byte\"}", records[2], records[3],
+		`{"time":"2024-11-25T10:15:30.101Z","type":"function","record":` + deep + `}`, "text 🎉 and \ufffd"}
+	if diff := cmp.Diff(want, lines); diff != "" {
+		t.Errorf("lines (-want +got):\n%.2000s", diff)
+	}
+	if got := l.batch.entries[0].meta.level; got != "info" {
+		t.Errorf("level of a record with a repeated key: %q, want the first, info", got)
+	}
+}
+
+// TestLevels: a JSON record's level is decoded and normalized, and a value
+// that is not a level word is no metadata.
+func TestLevels(t *testing.T) {
+	t.Parallel()
+	for level, want := range map[string]string{
+		`"INFO"`: "info", `"\u0057ARN"`: "warn", `"warning"`: "warn", `"Err"`: "error", `"CRIT"`: "critical",
+		`"fatal"`: "fatal", `"trace"`: "trace", `"DEBUG"`: "debug", `"verbose"`: "", `30`: "", `"INFO "`: "",
+		`"<script>"`: "", `{"a":"info"}`: "", `"` + strings.Repeat("x", 1000) + `"`: "",
+	} {
+		l := testListener("function")
+		post(l, `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":{"level":`+level+`,"message":"m"}}]`)
+		if got := l.batch.entries[0].meta.level; got != want {
+			t.Errorf("level %.20s: %q, want %q", level, got, want)
+		}
+	}
+}
+
+// TestEnvironmentOffset: the same line in the same millisecond from two
+// environments of a function gets two timestamps, both in that
+// millisecond; a record's own time with finer digits is kept as it is.
+func TestEnvironmentOffset(t *testing.T) {
+	t.Parallel()
+	body := `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"same line"},
+		{"time":"2024-11-25T10:15:30.101Z","type":"function","record":{"timestamp":"2024-11-25T10:15:30.100250Z","message":"own time"}}]`
+	ms := time.Date(2024, 11, 25, 10, 15, 30, 101_000_000, time.UTC).UnixNano()
+	seen := map[int64]bool{}
+	for range 2 {
+		l := newListener(newBatch(1<<20, 1<<20), typeFilter{function: true}, 1000, "x: ", true)
+		post(l, body)
+		e := l.batch.entries
+		if e[0].ts < ms || e[0].ts >= ms+int64(time.Millisecond) || e[0].ts != ms+l.offset {
+			t.Errorf("text line at %d, want %d plus this environment's offset %d", e[0].ts, ms, l.offset)
+		}
+		if want := ms - 750_000; e[1].ts != want {
+			t.Errorf("record at %d, want its own time %d", e[1].ts, want)
+		}
+		seen[e[0].ts] = true
+	}
+	if len(seen) != 2 {
+		t.Error("two environments gave the same line the same timestamp") // a chance of 1 in 10^6
+	}
+}
+
+// TestMetadataWithinLokisLimits: tenant ids go into metadata, but no value
+// an event names can make it large.
+func TestMetadataWithinLokisLimits(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("t", 70000)
+	l := testListener("function,platform")
+	post(l, `[{"time":"2024-11-25T10:15:30.100Z","type":"platform.report","record":{"requestId":"`+rid+`","tenantId":"tenant-1","metrics":{"durationMs":1}}},
+		{"time":"2024-11-25T10:15:30.101Z","type":"function","record":{"tenantId":"`+long+`","requestId":"`+long+`","level":"`+long+`"}},
+		{"time":"2024-11-25T10:15:30.102Z","type":"platform.`+long+`","record":{"tenantId":"`+long+`"}}]`)
+	if got := l.batch.entries[0].meta; got.tenantID != "tenant-1" || got.requestID != rid {
+		t.Errorf("report metadata %+v", got)
+	}
+	for _, e := range l.batch.entries {
+		m := e.meta
+		if n := len(m.requestID) + len(m.traceID) + len(m.tenantID) + len(m.level) + len(m.eventType); n > 1024 {
+			t.Errorf("%d bytes of metadata for %.40q", n, e.line)
+		}
+	}
+	if len(l.batch.entries) != 2 {
+		t.Errorf("%d entries, want the report and the function line (the event type is too long)", len(l.batch.entries))
 	}
 }

@@ -255,6 +255,7 @@ func (s *shipper) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case w := <-s.waiters:
+			s.release(false) // an earlier wait that timed out tells the latency
 			w.slow = !w.final && s.now().Add(s.latency()).After(w.deadline)
 			if s.skipped += btoi(w.slow); s.skipped > probeEvery {
 				w.slow, s.skipped = false, 0 // wait: has Loki got faster?
@@ -313,7 +314,7 @@ func (s *shipper) release(sent bool) {
 			return false
 		}
 		if timeUp && !settled && !w.final && s.holding(w.mark, true) {
-			s.took = [2]time.Duration{now.Sub(w.since), s.took[0]} // Loki takes longer than that
+			s.took = [2]time.Duration{now.Sub(w.since) * 5 / 4, s.took[0]} // Loki takes longer than that
 		}
 		close(w.done)
 		return true
@@ -785,9 +786,9 @@ func streamJSON(labels map[string]string, src source) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, k)
+		b, _ = jsontext.AppendQuote(b, k)
 		b = append(b, ':')
-		b = appendJSONString(b, all[k])
+		b, _ = jsontext.AppendQuote(b, all[k])
 	}
 	return append(b, '}')
 }
@@ -855,14 +856,14 @@ func appendValue(b []byte, e *entry) []byte {
 		b = append(b, e.line...)
 		b = append(b, '"')
 	} else {
-		b = appendJSONString(b, e.line)
+		b, _ = jsontext.AppendQuote(b, e.line) // invalid UTF-8 becomes U+FFFD
 	}
 	m := &e.meta
-	if m.requestID != "" || m.traceID != "" || m.level != "" || m.eventType != "" {
+	if *m != (metadata{}) {
 		b = append(b, ",{"...)
 		sep := false
 		for _, kv := range [...]struct{ k, v string }{
-			{"request_id", m.requestID}, {"trace_id", m.traceID}, {"level", m.level}, {"event_type", m.eventType},
+			{"request_id", m.requestID}, {"trace_id", m.traceID}, {"tenant_id", m.tenantID}, {"level", m.level}, {"event_type", m.eventType},
 		} {
 			if kv.v == "" {
 				continue
@@ -874,55 +875,11 @@ func appendValue(b []byte, e *entry) []byte {
 			b = append(b, '"')
 			b = append(b, kv.k...)
 			b = append(b, `":`...)
-			b = appendJSONString(b, kv.v)
+			b, _ = jsontext.AppendQuote(b, kv.v)
 		}
 		b = append(b, '}')
 	}
 	return append(b, ']')
-}
-
-// appendJSONString appends s as a JSON string. Invalid UTF-8 becomes U+FFFD,
-// as encoding/json does, so the request is always valid JSON.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 func btoi(b bool) int {

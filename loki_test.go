@@ -114,24 +114,6 @@ func TestEncodeGroupsStreamsAndKeepsOrder(t *testing.T) {
 	}
 }
 
-func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
-	for _, s := range []string{"", "plain", "quote\" backslash\\ slash/", "\x00\x1f\x7f", "tab\tnl\ncr\r",
-		"é ü 日本 🎉", "\xff\xfe", "a\xc3", "\u2028\u2029", "<html>&"} {
-		got := appendJSONString(nil, s)
-		var back string
-		if err := json.Unmarshal(got, &back); err != nil {
-			t.Errorf("%q: invalid JSON %s: %v", s, got, err)
-			continue
-		}
-		want, _ := json.Marshal(s) // encoding/json also turns invalid UTF-8 into U+FFFD
-		var wantBack string
-		json.Unmarshal(want, &wantBack)
-		if back != wantBack {
-			t.Errorf("%q: decodes to %q, want %q", s, back, wantBack)
-		}
-	}
-}
-
 func TestParseLabels(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

@@ -374,7 +374,6 @@ func (x *extension) invoke(ctx context.Context, ev lifecycleEvent) {
 	backToBack := time.Since(x.lastNext) < x.cfg.flushInterval/4
 	defer func() { x.lastNext = time.Now() }()
 	before := x.batch.mark() // the lines of earlier invocations
-	x.listener.invoke(ev.RequestID, ev.Tracing.Value)
 	if !x.telemetry {
 		return
 	}

@@ -2,16 +2,21 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/json/jsontext"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 )
 
 const (
 	extensionAPIVersion = "2020-01-01"
+	nextPath            = "/extension/event/next"
 
 	headerExtensionName       = "Lambda-Extension-Name"
 	headerExtensionIdentifier = "Lambda-Extension-Identifier"
@@ -40,18 +45,12 @@ type registerResponse struct {
 	FunctionName string
 }
 
-// tracing is the X-Ray context of an INVOKE event.
-type tracing struct {
-	Value string // X-Amzn-Trace-Id: "Root=...;Parent=...;Sampled=..."
-}
-
 // lifecycleEvent is an INVOKE or SHUTDOWN event returned by /next.
 type lifecycleEvent struct {
 	EventType      string
 	DeadlineMs     int64
 	RequestID      string
 	ShutdownReason string
-	Tracing        tracing
 }
 
 // apiError is a non-success answer of a Lambda API.
@@ -81,81 +80,44 @@ func (c *extensionClient) register(ctx context.Context, events []string) (regist
 		if i > 0 {
 			body = append(body, ',')
 		}
-		body = appendJSONString(body, ev)
+		body, _ = jsontext.AppendQuote(body, ev)
 	}
-	body = append(body, "]}"...)
-	ctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url("register"), bytes.NewReader(body))
+	resp, answer, err := c.call(ctx, http.MethodPost, "/extension/register", append(body, "]}"...))
 	if err != nil {
 		return reg, err
 	}
-	req.Header.Set(headerExtensionName, c.name)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return reg, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return reg, readAPIError(resp)
-	}
-	c.id = resp.Header.Get(headerExtensionIdentifier)
-	if c.id == "" {
+	if c.id = resp.Header.Get(headerExtensionIdentifier); c.id == "" {
 		return reg, errors.New("no " + headerExtensionIdentifier + " in the answer")
 	}
-	obj, err := readObject(resp.Body)
-	if err != nil {
-		return reg, fmt.Errorf("decode answer: %w", err)
-	}
-	members(obj, func(key, v []byte) {
-		if string(key) == "functionName" {
-			reg.FunctionName, _ = jsonString(v)
+	err = readObject(answer, func(name string, v jsontext.Value) {
+		if name == "functionName" {
+			reg.FunctionName = stringOf(v)
 		}
 	})
-	return reg, nil
+	return reg, err
 }
 
 // next blocks until the next lifecycle event. Calling it tells Lambda that
 // the extension is done with the current phase.
 func (c *extensionClient) next(ctx context.Context) (lifecycleEvent, error) {
 	var ev lifecycleEvent
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.url("event/next"), nil)
+	_, answer, err := c.call(ctx, http.MethodGet, nextPath, nil)
 	if err != nil {
 		return ev, err
 	}
-	req.Header.Set(headerExtensionIdentifier, c.id)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return ev, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return ev, readAPIError(resp)
-	}
-	obj, err := readObject(resp.Body)
-	if err != nil {
-		return ev, fmt.Errorf("decode event: %w", err)
-	}
-	members(obj, func(key, v []byte) {
-		switch string(key) {
+	err = readObject(answer, func(name string, v jsontext.Value) {
+		switch name {
 		case "eventType":
-			ev.EventType, _ = jsonString(v)
+			ev.EventType = stringOf(v)
 		case "deadlineMs":
-			ev.DeadlineMs = int64(jsonNumber(v))
+			ev.DeadlineMs, _ = strconv.ParseInt(string(v), 10, 64)
 		case "requestId":
-			ev.RequestID, _ = jsonString(v)
+			ev.RequestID = stringOf(v)
 		case "shutdownReason":
-			ev.ShutdownReason, _ = jsonString(v)
-		case "tracing":
-			members(v, func(key, v []byte) {
-				if string(key) == "value" {
-					ev.Tracing.Value, _ = jsonString(v)
-				}
-			})
+			ev.ShutdownReason = stringOf(v)
 		}
 	})
-	return ev, nil
+	return ev, err
 }
 
 // initError reports a failed initialization; Lambda then fails the Init phase.
@@ -169,48 +131,79 @@ func (c *extensionClient) exitError(ctx context.Context, errorType string, cause
 }
 
 func (c *extensionClient) reportError(ctx context.Context, path, errorType string, cause error) error {
-	body := appendJSONString([]byte(`{"errorMessage":`), cause.Error())
-	body = appendJSONString(append(body, `,"errorType":`...), errorType)
-	body = append(body, '}')
-	ctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url(path), bytes.NewReader(body))
-	if err != nil {
-		return err
+	body, _ := jsontext.AppendQuote([]byte(`{"errorMessage":`), cause.Error())
+	body, _ = jsontext.AppendQuote(append(body, `,"errorType":`...), errorType)
+	_, _, err := c.call(ctx, http.MethodPost, "/extension/"+path, append(body, '}'), headerExtensionErrorType, errorType)
+	return err
+}
+
+// call makes a call to the API at path (under /2020-01-01, unless it
+// starts with another version) with a JSON body or none, as the registered
+// extension (or, before register, by name), with more header name-value
+// pairs. It returns the answer to a 2xx status, read whole, else an
+// *apiError. Every call but /next is bounded by apiCallTimeout.
+func (c *extensionClient) call(ctx context.Context, method, path string, body []byte, header ...string) (*http.Response, []byte, error) {
+	if path != nextPath {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, apiCallTimeout)
+		defer cancel()
 	}
-	req.Header.Set(headerExtensionIdentifier, c.id)
-	req.Header.Set(headerExtensionErrorType, errorType)
+	if !strings.HasPrefix(path, "/20") {
+		path = "/" + extensionAPIVersion + path
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.baseURL+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, nil, err
+	}
 	req.Header.Set("Content-Type", "application/json")
+	if c.id == "" {
+		req.Header.Set(headerExtensionName, c.name)
+	} else {
+		req.Header.Set(headerExtensionIdentifier, c.id)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode/100 != 2 {
-		return readAPIError(resp)
+		return resp, nil, &apiError{status: resp.StatusCode, body: string(bytes.TrimSpace(answer[:min(len(answer), maxErrorBody)]))}
 	}
-	return nil
+	return resp, answer, err
 }
 
-func (c *extensionClient) url(path string) string {
-	return c.baseURL + "/" + extensionAPIVersion + "/extension/" + path
+// readObject reads b, which must be one JSON object, calling f with the
+// name and value of each member.
+func readObject(b []byte, f func(name string, value jsontext.Value)) error {
+	d := jsontext.NewDecoder(bytes.NewReader(b), jsontext.AllowDuplicateNames(true))
+	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '{' {
+		return cmp.Or(err, errors.New("the answer is not a JSON object"))
+	}
+	for d.PeekKind() == '"' {
+		name, err := d.ReadToken()
+		if err != nil {
+			return err
+		}
+		key := name.String() // before the next read voids the token
+		v, err := d.ReadValue()
+		if err != nil {
+			return err
+		}
+		f(key, v)
+	}
+	_, err := d.ReadToken()
+	return err
 }
 
-// readObject reads a response body that must be one JSON object.
-func readObject(r io.Reader) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, 1<<20))
-	if err != nil {
-		return nil, err
+// stringOf returns the JSON string v decoded, or "" for another value.
+func stringOf(v jsontext.Value) string {
+	if v.Kind() != '"' {
+		return ""
 	}
-	if !isWhole(b, '{') {
-		return nil, errors.New("not a JSON object")
-	}
-	return b, nil
-}
-
-// readAPIError turns a non-success response into an *apiError holding the
-// start of its body.
-func readAPIError(resp *http.Response) error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	return &apiError{status: resp.StatusCode, body: string(bytes.TrimSpace(b))}
+	s, _ := jsontext.AppendUnquote(nil, v)
+	return string(s)
 }

@@ -1,11 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"encoding/json/jsontext"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 )
@@ -47,18 +46,18 @@ type destination struct {
 
 // appendJSON appends the request as the Telemetry API's JSON.
 func (sr subscribeRequest) appendJSON(b []byte) []byte {
-	b = appendJSONString(append(b, `{"schemaVersion":`...), sr.SchemaVersion)
+	b, _ = jsontext.AppendQuote(append(b, `{"schemaVersion":`...), sr.SchemaVersion)
 	b = append(b, `,"types":[`...)
 	for i, t := range sr.Types {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, t)
+		b, _ = jsontext.AppendQuote(b, t)
 	}
 	b = fmt.Appendf(b, `],"buffering":{"maxItems":%d,"maxBytes":%d,"timeoutMs":%d}`,
 		sr.Buffering.MaxItems, sr.Buffering.MaxBytes, sr.Buffering.TimeoutMs)
-	b = appendJSONString(append(b, `,"destination":{"protocol":`...), sr.Destination.Protocol)
-	b = appendJSONString(append(b, `,"URI":`...), sr.Destination.URI)
+	b, _ = jsontext.AppendQuote(append(b, `,"destination":{"protocol":`...), sr.Destination.Protocol)
+	b, _ = jsontext.AppendQuote(append(b, `,"URI":`...), sr.Destination.URI)
 	return append(b, "}}"...)
 }
 
@@ -91,29 +90,12 @@ func (c *extensionClient) subscribe(ctx context.Context, sr subscribeRequest) er
 }
 
 func (c *extensionClient) putSubscription(ctx context.Context, sr subscribeRequest) error {
-	body := sr.appendJSON(nil)
-	ctx, cancel := context.WithTimeout(ctx, apiCallTimeout)
-	defer cancel()
-	url := c.baseURL + "/" + telemetryAPIVersion + "/telemetry"
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set(headerExtensionIdentifier, c.id)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
+	resp, _, err := c.call(ctx, http.MethodPut, "/"+telemetryAPIVersion+"/telemetry", sr.appendJSON(nil))
 	switch {
+	case err != nil:
+		return fmt.Errorf("schema %s: %w", sr.SchemaVersion, err)
 	case resp.StatusCode == http.StatusAccepted:
-		io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
 		return errTelemetryUnsupported
-	case resp.StatusCode/100 == 2:
-		io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
-		return nil
-	default:
-		return fmt.Errorf("schema %s: %w", sr.SchemaVersion, readAPIError(resp))
 	}
+	return nil
 }
