@@ -34,10 +34,6 @@ func (s source) String() string {
 // allocator's rounding: what the Go heap really holds (TestCapCountsTheHeap).
 const entrySize = 112
 
-// recentEntries is how many entries the batch remembers to tell whether a
-// new one would be identical to one of them.
-const recentEntries = 1024
-
 // entry is one log line bound for Loki. Its fields never change once the
 // batch has accepted it, so a resend carries the same bytes and Loki drops
 // what it already has.
@@ -58,13 +54,6 @@ type metadata struct {
 	tenantID  string
 	level     string
 	eventType string
-}
-
-// identity tells entries apart as Loki does: by stream, line and metadata
-// (content, a hash) and time.
-type identity struct {
-	content uint64
-	ts      int64
 }
 
 // cost is what e holds of the heap while it is queued.
@@ -101,24 +90,25 @@ type batch struct {
 	lastTake int        // entries taken last time: the capacity to start with
 	added    int64      // entries ever accepted; the last one's sequence number
 	stats    counters
-	// The identities of the newest entries, oldest first from next, and
-	// by content the latest time given.
-	recent [recentEntries]identity
-	next   int
-	seen   map[identity]bool
-	latest map[uint64]int64
+	// Per stream, the newest time of an entry, and by a hash of line and
+	// metadata the latest time given to an entry of that time.
+	newest [numSources]int64
+	twins  [numSources]map[uint64]int64
 	seed   maphash.Seed
 }
 
 // newBatch returns a batch that holds at most capBytes and signals ready
 // when flushBytes are queued.
 func newBatch(capBytes, flushBytes int) *batch {
-	return &batch{capBytes: capBytes, flushBytes: flushBytes, ready: make(chan struct{}, 1),
-		seen: map[identity]bool{}, latest: map[uint64]int64{}, seed: maphash.MakeSeed()}
+	b := &batch{capBytes: capBytes, flushBytes: flushBytes, ready: make(chan struct{}, 1), seed: maphash.MakeSeed()}
+	for src := range numSources {
+		b.twins[src] = map[uint64]int64{}
+	}
+	return b
 }
 
-// add appends entries in order. An entry that would be identical to a
-// recent one, which Loki would drop, moves a few nanoseconds, past the
+// add appends entries in order. An entry that would be identical to one
+// before it, which Loki would drop, moves a few nanoseconds, past the
 // latest of its twins; any other keeps its time. Entries that do not fit
 // are dropped and counted.
 func (b *batch) add(es []entry) {
@@ -148,31 +138,30 @@ func (b *batch) add(es []entry) {
 	}
 }
 
-// unique moves e's time if a recent entry has the same identity, or if
-// the latest entry with its stream, line and metadata is less than a
-// millisecond later (of a flood of one line, the oldest are forgotten);
-// then it goes past that one. b.mu is held.
+// unique moves e's time if an entry of its stream with the same time,
+// line and metadata came before: Loki would keep only one. It checks the
+// entries of the stream's newest time (lines of one millisecond share it),
+// and moves e past the latest of its twins. b.mu is held.
 func (b *batch) unique(e *entry) {
-	c := maphash.Comparable(b.seed, struct {
-		src  source
-		line string
-		meta metadata
-	}{e.src, e.line, e.meta})
-	id := identity{c, e.ts}
-	if latest, ok := b.latest[c]; b.seen[id] || ok && latest >= e.ts && latest-e.ts < int64(time.Millisecond) {
-		for id.ts = max(latest, e.ts) + 1; b.seen[id]; id.ts++ {
-		}
-		e.ts = id.ts
+	twins := b.twins[e.src]
+	switch {
+	case e.ts > b.newest[e.src]:
+		b.newest[e.src] = e.ts
+		clear(twins)
+	case e.ts < b.newest[e.src]:
+		return // older than the stream's newest: seldom a twin
 	}
-	if old := b.recent[b.next]; b.seen[old] {
-		delete(b.seen, old)
-		if b.latest[old.content] == old.ts {
-			delete(b.latest, old.content)
-		}
+	var h maphash.Hash
+	h.SetSeed(b.seed)
+	for _, s := range [...]string{e.line, e.meta.requestID, e.meta.level} { // the rest follow from these
+		h.WriteString(s)
+		h.WriteByte(0)
 	}
-	b.recent[b.next], b.next = id, (b.next+1)%recentEntries
-	b.seen[id] = true
-	b.latest[c] = max(b.latest[c], id.ts)
+	content := h.Sum64()
+	if latest, ok := twins[content]; ok {
+		e.ts = latest + 1
+	}
+	twins[content] = e.ts
 }
 
 // take removes and returns the oldest entries, up to maxBytes of them but at

@@ -208,7 +208,7 @@ func (l *listener) decode(body *bytes.Buffer, dv *delivery) error {
 	raw := body.Bytes() // the decoder consumes body, not these bytes
 	l.events.Reset(body, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
 	for base := 0; ; {
-		at, err := l.readEvents(dv)
+		at, err := l.readEvents(dv, raw[base:])
 		if err == nil || !strings.Contains(err.Error(), errMaxDepth) {
 			return err
 		}
@@ -259,10 +259,11 @@ func endOfNested(b []byte, i int) int {
 	return -1
 }
 
-// readEvents reads a JSON array of events with l.events, converting each,
-// and nothing after it. It returns the input offset of the element it
-// failed in, with the error.
-func (l *listener) readEvents(dv *delivery) (int64, error) {
+// readEvents reads a JSON array of events with l.events, which reads in,
+// converting each, and nothing after it. It returns the input offset of
+// the element it failed in, with the error. A function's JSON record is
+// read in the same pass, as its fields go by.
+func (l *listener) readEvents(dv *delivery, in []byte) (int64, error) {
 	d := l.events
 	if d.PeekKind() != '[' {
 		return 0, errors.New("not a JSON array")
@@ -277,6 +278,7 @@ func (l *listener) readEvents(dv *delivery) (int64, error) {
 			continue
 		}
 		var rawTime, rawType, record jsontext.Value
+		var fields *recordFields
 		err := members(d, func(name []byte) (err error) {
 			switch string(name) {
 			case "time":
@@ -284,14 +286,21 @@ func (l *listener) readEvents(dv *delivery) (int64, error) {
 			case "type":
 				rawType, err = d.ReadValue()
 			case "record":
-				record, err = d.ReadValue()
+				if d.PeekKind() != '{' || string(rawType) != `"function"` && string(rawType) != `"extension"` {
+					record, err = d.ReadValue()
+					break
+				}
+				start := d.InputOffset()
+				fields = &recordFields{}
+				err = l.readFields(d, fields)
+				record = bytes.TrimLeft(in[start:d.InputOffset()], ": \t\r\n")
 			}
 			return err
 		})
 		if err != nil {
 			return at, err
 		}
-		l.event(dv, rawTime, rawType, record)
+		l.event(dv, rawTime, rawType, record, fields)
 	}
 	d.ReadToken()
 	if _, err := d.ReadToken(); err != io.EOF {
@@ -354,7 +363,7 @@ func number(v jsontext.Value) float64 {
 
 // event converts one event and adds it to dv, if the configuration ships
 // it. l.mu is held.
-func (l *listener) event(dv *delivery, rawTime, rawType, record jsontext.Value) {
+func (l *listener) event(dv *delivery, rawTime, rawType, record jsontext.Value, fields *recordFields) {
 	at, ok := parseTime(rawTime)
 	if !ok {
 		at = dv.received
@@ -362,9 +371,9 @@ func (l *listener) event(dv *delivery, rawTime, rawType, record jsontext.Value) 
 	var e entry
 	switch string(rawType) {
 	case `"function"`:
-		e, ok = l.logEntry(record, at, sourceFunction)
+		e, ok = l.logEntry(record, fields, at, sourceFunction)
 	case `"extension"`:
-		e, ok = l.logEntry(record, at, sourceExtension)
+		e, ok = l.logEntry(record, fields, at, sourceExtension)
 	default:
 		typ := unquote(rawType)
 		if typ == "" || len(typ) > maxMetaValue {
@@ -434,10 +443,11 @@ func (l *listener) spanOf(requestID string, at time.Time) *span {
 }
 
 // logEntry turns a function or extension record into an entry, if the
-// configuration ships it. Its request id, trace and tenant come from the
-// record, or else (but on Managed Instances) from the invocation whose
-// span holds the event's time at. l.mu is held.
-func (l *listener) logEntry(raw jsontext.Value, at time.Time, src source) (entry, bool) {
+// configuration ships it; fields are a JSON record's, if read already. Its
+// request id, trace and tenant come from the record, or else (but on
+// Managed Instances) from the invocation whose span holds the event's time
+// at. l.mu is held.
+func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Time, src source) (entry, bool) {
 	if (src == sourceFunction && !l.types.function) || (src == sourceExtension && !l.types.extension) {
 		return entry{}, false
 	}
@@ -460,13 +470,26 @@ func (l *listener) logEntry(raw jsontext.Value, at time.Time, src source) (entry
 		}
 		e.line = strings.TrimSuffix(s, "\n")
 		if obj := jsontext.Value(e.line); obj.Kind() == '{' && obj.IsValid(jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)) {
-			l.readRecord(&e, obj, at) // JSON printed as text
+			raw = obj // JSON printed as text
 		} else {
 			e.meta.requestID, e.meta.level = parseTextPrefix(e.line, "\t")
+			break
 		}
+		fallthrough
 	case '{':
-		e.line = string(raw)
-		l.readRecord(&e, raw, at)
+		if e.line == "" {
+			e.line = string(raw)
+		}
+		if fields == nil {
+			fields = &recordFields{}
+			l.recordBytes.Reset(raw)
+			l.records.Reset(&l.recordBytes, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+			l.readFields(l.records, fields)
+		}
+		if t := fields.time; t.Before(at.Add(maxRecordTimeSkew)) && t.After(at.Add(-maxRecordTimeAge)) {
+			e.ts = t.UnixNano()
+		}
+		e.meta.requestID, e.meta.tenantID, e.meta.level = fields.requestID, fields.tenantID, fields.level
 	default: // a number, array, bool or null: kept as written
 		e.line = string(raw)
 	}
@@ -500,37 +523,42 @@ func (l *listener) escapedLine(raw jsontext.Value) (string, bool) {
 		}
 	}
 	if len(inner) > l.maxLine || (len(inner) > 0 && inner[0] == '{') || !utf8.Valid(inner) ||
-		bytes.Contains(inner, []byte(`\ud`)) || bytes.Contains(inner, []byte(`\uD`)) {
+		bytes.Contains(inner, []byte(`\u`)) && (bytes.Contains(inner, []byte(`\ud`)) || bytes.Contains(inner, []byte(`\uD`))) {
 		return "", false
 	}
 	return string(inner), true
 }
 
-// readRecord takes the request id, tenant, level and timestamp from a JSON
-// log record, a valid JSON object, into e. The record's own timestamp
-// replaces the event's time at if it is close to it. Fields of the wrong
-// type are ignored. l.mu is held.
-func (l *listener) readRecord(e *entry, obj jsontext.Value, at time.Time) {
-	d := l.recordDecoder(obj)
-	value := func() jsontext.Value { v, _ := d.ReadValue(); return v } // the record is valid
-	members(d, func(name []byte) error {
+// recordFields is what a JSON log record tells of itself.
+type recordFields struct {
+	time                       time.Time
+	level, requestID, tenantID string
+}
+
+// readFields reads the JSON log record next in d into f: its timestamp,
+// level, request id and tenant. Fields of the wrong type are ignored.
+// l.mu is held.
+func (l *listener) readFields(d *jsontext.Decoder, f *recordFields) (err error) {
+	value := func() (v jsontext.Value) {
+		v, err = d.ReadValue()
+		return v
+	}
+	return members(d, func(name []byte) error {
 		switch string(name) { // name is void after the next read
 		case "timestamp":
-			if t, ok := parseTime(value()); ok && t.Before(at.Add(maxRecordTimeSkew)) && t.After(at.Add(-maxRecordTimeAge)) {
-				e.ts = t.UnixNano()
-			}
+			f.time, _ = parseTime(value())
 		case "level":
-			e.meta.level = cmp.Or(e.meta.level, levelOf(content(value())))
+			f.level = cmp.Or(f.level, levelOf(content(value())))
 		case "requestId", "AWSRequestId", "function_request_id":
-			if id := content(value()); e.meta.requestID == "" && isRequestID(id) {
-				e.meta.requestID = l.intern(id)
+			if id := content(value()); f.requestID == "" && isRequestID(id) {
+				f.requestID = l.intern(id)
 			}
 		case "tenantId":
 			if id := unquote(value()); len(id) <= maxMetaValue {
-				e.meta.tenantID = id
+				f.tenantID = id
 			}
 		}
-		return nil
+		return err
 	})
 }
 
@@ -544,8 +572,10 @@ func (l *listener) recordDecoder(obj jsontext.Value) *jsontext.Decoder {
 // intern returns id as a string, without allocating when it is a recent
 // invocation's. l.mu is held.
 func (l *listener) intern(id []byte) string {
-	if sp := l.spanOf(string(id), time.Time{}); sp != nil {
-		return sp.requestID
+	for _, sp := range l.spans {
+		if sp.requestID == string(id) {
+			return sp.requestID
+		}
 	}
 	return string(id)
 }

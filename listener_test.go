@@ -312,28 +312,38 @@ func FuzzListenerDecode(f *testing.F) {
 	})
 }
 
+// BenchmarkListener measures a 1000-line delivery into the batch: text
+// lines as Node.js writes them, JSON records, and half of each.
 func BenchmarkListener(b *testing.B) {
-	var events []map[string]any
-	for i := range 1000 {
-		if i%2 == 0 {
-			events = append(events, map[string]any{"time": "2024-11-25T10:15:30.101Z", "type": "function",
-				"record": fmt.Sprintf("2024-11-25T10:15:30.100Z\t%s\tINFO\tloaded %d items from the cache in 12 ms\n", rid, i)})
-		} else {
-			events = append(events, map[string]any{"time": "2024-11-25T10:15:30.101Z", "type": "function",
-				"record": map[string]any{"timestamp": "2024-11-25T10:15:30.100Z", "level": "INFO", "requestId": rid, "message": fmt.Sprintf("loaded %d items", i)}})
-		}
+	text := func(i int) any {
+		return fmt.Sprintf("2024-11-25T10:15:30.100Z\t%s\tINFO\tloaded %d items from the cache in 12 ms\n", rid, i)
 	}
-	body, _ := json.Marshal(events)
-	l := testListener(defaultTypes)
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	for b.Loop() {
-		if post(l, string(body)) != http.StatusOK {
-			b.Fatal("not accepted")
-		}
-		l.batch.take(1 << 30)
+	record := func(i int) any {
+		return map[string]any{"timestamp": "2024-11-25T10:15:30.100Z", "level": "INFO", "requestId": rid, "message": fmt.Sprintf("loaded %d items", i)}
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(events)), "ns/line")
+	for _, kind := range []string{"text", "json", "mixed"} {
+		b.Run(kind, func(b *testing.B) {
+			events := []map[string]any{{"time": "2024-11-25T10:15:30.000Z", "type": "platform.start", "record": map[string]any{"requestId": rid}}}
+			for i := range 1000 {
+				r := text(i)
+				if kind == "json" || kind == "mixed" && i%2 == 1 {
+					r = record(i)
+				}
+				events = append(events, map[string]any{"time": "2024-11-25T10:15:30.101Z", "type": "function", "record": r})
+			}
+			body, _ := json.Marshal(events)
+			l := testListener(defaultTypes)
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if post(l, string(body)) != http.StatusOK {
+					b.Fatal("not accepted")
+				}
+				l.batch.take(1 << 30)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1000), "ns/line")
+		})
+	}
 }
 
 // TestFloodStaysBounded: a delivery of far more lines than the buffer holds
