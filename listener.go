@@ -42,6 +42,12 @@ const (
 // errMaxDepth is jsontext's error text for JSON nested deeper than it reads.
 const errMaxDepth = "exceeded max depth"
 
+// lenient returns the decoding options for telemetry: a function's JSON
+// record may repeat a key or hold invalid UTF-8 (it becomes U+FFFD in Loki).
+func lenient() []jsontext.Options {
+	return []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
+}
+
 // platformRecord holds the fields of platform.* records that the extension
 // uses. All are optional.
 type platformRecord struct {
@@ -51,9 +57,7 @@ type platformRecord struct {
 	tenantID       string
 	traceValue     string // tracing.value
 	droppedRecords int64
-	metrics        struct {
-		durationMs, billedDurationMs, memorySizeMB, maxMemoryUsedMB, initDurationMs, restoreDurationMs float64
-	}
+	metrics        map[string]float64 // by name, as durationMs
 }
 
 // span is an invocation as the telemetry stream tells it: from the time of
@@ -206,7 +210,7 @@ func (l *listener) store(body *bytes.Buffer) error {
 // jsontext reads is kept as a text line. l.mu is held.
 func (l *listener) decode(body *bytes.Buffer, dv *delivery) error {
 	raw := body.Bytes() // the decoder consumes body, not these bytes
-	l.events.Reset(body, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	l.events.Reset(body, lenient()...)
 	for base := 0; ; {
 		at, err := l.readEvents(dv, raw[base:])
 		if err == nil || !strings.Contains(err.Error(), errMaxDepth) {
@@ -220,19 +224,13 @@ func (l *listener) decode(body *bytes.Buffer, dv *delivery) error {
 			return err
 		}
 		l.add(dv, entry{ts: dv.received.UnixNano(), line: string(bytes.TrimLeft(raw[start:end], ", \t\r\n"))})
-		i := end + len(raw[end:]) - len(bytes.TrimLeft(raw[end:], " \t\r\n"))
-		if i == len(raw) || raw[i] != ',' {
-			l.events.Reset(bytes.NewReader(raw[i:]))
-			_, err := l.events.ReadToken() // ]
-			if _, eof := l.events.ReadToken(); err != nil || eof != io.EOF {
-				return errors.New("not a JSON array")
-			}
-			return nil
+		i := len(raw) - len(bytes.TrimLeft(raw[end:], " \t\r\n"))
+		if i < len(raw) && raw[i] == ',' {
+			i++
 		}
 		// From a bytes.Buffer, as body is: values stay valid after a read.
-		base = i
-		l.events.Reset(bytes.NewBuffer(append([]byte{'['}, raw[i+1:]...)),
-			jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+		base = i - 1 // the decoder's offset k is at raw[base+k]
+		l.events.Reset(bytes.NewBuffer(append([]byte{'['}, raw[i:]...)), lenient()...)
 	}
 }
 
@@ -469,7 +467,7 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 			return entry{}, false
 		}
 		e.line = strings.TrimSuffix(s, "\n")
-		if obj := jsontext.Value(e.line); obj.Kind() == '{' && obj.IsValid(jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)) {
+		if obj := jsontext.Value(e.line); obj.Kind() == '{' && obj.IsValid(lenient()...) {
 			raw = obj // JSON printed as text
 		} else {
 			e.meta.requestID, e.meta.level = parseTextPrefix(e.line, "\t")
@@ -483,7 +481,7 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 		if fields == nil {
 			fields = &recordFields{}
 			l.recordBytes.Reset(raw)
-			l.records.Reset(&l.recordBytes, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+			l.records.Reset(&l.recordBytes, lenient()...)
 			l.readFields(l.records, fields)
 		}
 		if t := fields.time; t.Before(at.Add(maxRecordTimeSkew)) && t.After(at.Add(-maxRecordTimeAge)) {
@@ -565,7 +563,7 @@ func (l *listener) readFields(d *jsontext.Decoder, f *recordFields) (err error) 
 // recordDecoder returns l.records reading obj. l.mu is held.
 func (l *listener) recordDecoder(obj jsontext.Value) *jsontext.Decoder {
 	l.recordBytes.Reset(obj)
-	l.records.Reset(&l.recordBytes, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	l.records.Reset(&l.recordBytes, lenient()...)
 	return l.records
 }
 
@@ -589,21 +587,11 @@ func levelOf[T string | []byte](s T) string {
 	for i := range len(s) {
 		lower[i] = s[i] | 0x20 // ASCII letters only fold to letters
 	}
-	switch string(lower[:len(s)]) {
-	case "trace":
-		return "trace"
-	case "debug":
-		return "debug"
-	case "info":
-		return "info"
-	case "warn", "warning":
-		return "warn"
-	case "error", "err":
-		return "error"
-	case "fatal":
-		return "fatal"
-	case "critical", "crit":
-		return "critical"
+	for _, w := range [...][2]string{{"trace", "trace"}, {"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"warning", "warn"},
+		{"error", "error"}, {"err", "error"}, {"fatal", "fatal"}, {"critical", "critical"}, {"crit", "critical"}} {
+		if string(lower[:len(s)]) == w[0] {
+			return w[1]
+		}
 	}
 	return ""
 }
@@ -612,7 +600,6 @@ func levelOf[T string | []byte](s T) string {
 // empty. l.mu is held.
 func (l *listener) platformRecord(raw jsontext.Value) platformRecord {
 	var r platformRecord
-	m := &r.metrics
 	d := l.recordDecoder(raw)
 	value := func() jsontext.Value { v, _ := d.ReadValue(); return v }
 	members(d, func(name []byte) error {
@@ -637,17 +624,10 @@ func (l *listener) platformRecord(raw jsontext.Value) platformRecord {
 				return nil
 			})
 		case "metrics":
+			r.metrics = map[string]float64{}
 			return members(d, func(name []byte) error {
-				for _, f := range []struct {
-					name string
-					v    *float64
-				}{{"durationMs", &m.durationMs}, {"billedDurationMs", &m.billedDurationMs}, {"memorySizeMB", &m.memorySizeMB},
-					{"maxMemoryUsedMB", &m.maxMemoryUsedMB}, {"initDurationMs", &m.initDurationMs}, {"restoreDurationMs", &m.restoreDurationMs}} {
-					if string(name) == f.name {
-						*f.v = number(value())
-						break // name is void after a read
-					}
-				}
+				key := string(name) // void after the read
+				r.metrics[key] = number(value())
 				return nil
 			})
 		}
@@ -678,32 +658,19 @@ func (l *listener) platformEntry(typ string, raw jsontext.Value, rec *platformRe
 		return e, true
 	}
 	compact := jsontext.Value(slices.Clone(raw))
-	compact.Compact(jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
+	compact.Compact(lenient()...)
 	e.line = typ + " " + string(compact)
 	return e, true
 }
 
 // reportLine renders platform.report the way CloudWatch Logs shows it.
 func reportLine(rec *platformRecord) string {
-	m := &rec.metrics
-	b := make([]byte, 0, 192)
-	b = append(b, "REPORT RequestId: "...)
-	b = append(b, rec.requestID...)
-	b = fmt.Appendf(b, "\tDuration: %.2f ms", m.durationMs)
-	if m.billedDurationMs > 0 {
-		b = fmt.Appendf(b, "\tBilled Duration: %.0f ms", m.billedDurationMs)
-	}
-	if m.memorySizeMB > 0 {
-		b = fmt.Appendf(b, "\tMemory Size: %.0f MB", m.memorySizeMB)
-	}
-	if m.maxMemoryUsedMB > 0 {
-		b = fmt.Appendf(b, "\tMax Memory Used: %.0f MB", m.maxMemoryUsedMB)
-	}
-	if m.initDurationMs > 0 {
-		b = fmt.Appendf(b, "\tInit Duration: %.2f ms", m.initDurationMs)
-	}
-	if m.restoreDurationMs > 0 {
-		b = fmt.Appendf(b, "\tRestore Duration: %.2f ms", m.restoreDurationMs)
+	b := fmt.Appendf(nil, "REPORT RequestId: %s\tDuration: %.2f ms", rec.requestID, rec.metrics["durationMs"])
+	for _, m := range [...][2]string{{"billedDurationMs", "\tBilled Duration: %.0f ms"}, {"memorySizeMB", "\tMemory Size: %.0f MB"},
+		{"maxMemoryUsedMB", "\tMax Memory Used: %.0f MB"}, {"initDurationMs", "\tInit Duration: %.2f ms"}, {"restoreDurationMs", "\tRestore Duration: %.2f ms"}} {
+		if v := rec.metrics[m[0]]; v > 0 {
+			b = fmt.Appendf(b, m[1], v)
+		}
 	}
 	if rec.status != "" && rec.status != "success" {
 		b = fmt.Appendf(b, "\tStatus: %s", rec.status)
@@ -802,24 +769,15 @@ func parseTextPrefix(line, tab string) (requestID, level string) {
 	if !ok || strings.Contains(f1, `\`) || strings.Contains(f2, `\`) || strings.Contains(f3, `\`) {
 		return "", "" // no such field has a backslash: tab matched inside an escape
 	}
-	if len(f1) > 2 && f1[0] == '[' && f1[len(f1)-1] == ']' && isLevel(f1[1:len(f1)-1]) && isTimestamp(f2) {
+	if len(f1) > 2 && f1[0] == '[' && f1[len(f1)-1] == ']' && levelOf(f1[1:len(f1)-1]) != "" && isTimestamp(f2) {
 		requestID, level = f3, levelOf(f1[1:len(f1)-1])
-	} else if isTimestamp(f1) && isLevel(f3) {
+	} else if isTimestamp(f1) && levelOf(f3) != "" {
 		requestID, level = f2, levelOf(f3)
 	}
 	if !isRequestID(requestID) {
 		requestID = "" // e.g. "undefined" during Init
 	}
 	return requestID, level
-}
-
-// isLevel reports whether s is a level word of the managed runtimes.
-func isLevel(s string) bool {
-	switch s {
-	case "TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL", "CRITICAL":
-		return true
-	}
-	return false
 }
 
 // isTimestamp reports whether s looks like an RFC 3339 time.

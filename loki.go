@@ -634,79 +634,53 @@ func (s *shipper) split(r *request) bool {
 	if err != nil {
 		return false
 	}
-	raw, err := io.ReadAll(zr)
-	if err != nil {
+	d := jsontext.NewDecoder(zr)
+	var values [][2]jsontext.Value // stream labels and value, in order
+	d.ReadToken()                  // {
+	d.ReadToken()                  // "streams"
+	for d.ReadToken(); d.PeekKind() == '{'; d.ReadToken() {
+		d.ReadToken() // {
+		d.ReadToken() // "stream": written first by encode
+		labels, _ := d.ReadValue()
+		labels = labels.Clone()
+		d.ReadToken() // "values"
+		for d.ReadToken(); d.PeekKind() == '['; {
+			v, _ := d.ReadValue()
+			values = append(values, [2]jsontext.Value{labels, v.Clone()})
+		}
+		d.ReadToken() // ]
+	}
+	if len(values) < 2 {
 		return false
 	}
-	type stream struct {
-		labels jsontext.Value
-		values []jsontext.Value
-	}
-	var streams []stream
-	n := 0
-	d := jsontext.NewDecoder(bytes.NewReader(raw))
-	d.ReadToken()                             // {
-	d.ReadToken()                             // "streams"
-	for d.ReadToken(); d.PeekKind() == '{'; { // [
-		d.ReadToken()
-		var st stream
-		for d.PeekKind() == '"' {
-			name, _ := d.ReadToken()
-			if name.String() == "stream" {
-				st.labels, _ = d.ReadValue()
-				st.labels = st.labels.Clone()
-				continue
-			}
-			d.ReadToken() // [
-			for d.PeekKind() == '[' {
-				v, _ := d.ReadValue()
-				st.values = append(st.values, v.Clone())
-			}
-			d.ReadToken() // ]
-		}
-		d.ReadToken() // }
-		streams = append(streams, st)
-		n += len(st.values)
-	}
-	if n < 2 {
-		return false
-	}
-	halves := [2]*request{{}, {}}
-	for h, half := range halves {
-		s.out.Reset()
-		s.zw.Reset(&s.out)
-		b := []byte(`{"streams":[`)
-		seen := 0
-		for _, st := range streams {
-			lo, hi := max(0, min(len(st.values), n/2-seen)), len(st.values)
-			if h == 0 {
-				lo, hi = 0, lo
-			}
-			if seen += len(st.values); lo == hi {
-				continue
-			}
-			if len(b) > len(`{"streams":[`) {
-				b = append(b, ',')
-			}
-			b = append(append(append(b, `{"stream":`...), st.labels...), `,"values":[`...)
-			for i, v := range st.values[lo:hi] {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				b = append(b, v...)
-			}
-			b = append(b, "]}"...)
-			half.lines += hi - lo
-		}
-		s.zw.Write(append(b, "]}"...))
-		s.zw.Close()
-		half.body = bytes.Clone(s.out.Bytes())
-	}
-	halves[0].last, halves[1].last = r.last-int64(halves[1].lines), r.last
+	n := len(values) / 2
+	a := &request{body: s.encodeValues(values[:n]), lines: n, last: r.last - int64(len(values)-n)}
+	b := &request{body: s.encodeValues(values[n:]), lines: len(values) - n, last: r.last}
 	i := slices.Index(s.queue, r)
-	s.queue = slices.Replace(s.queue, i, i+1, halves[0], halves[1])
-	s.batch.hold(cap(halves[0].body) + cap(halves[1].body) - cap(r.body))
+	s.queue = slices.Replace(s.queue, i, i+1, a, b)
+	s.batch.hold(cap(a.body) + cap(b.body) - cap(r.body))
 	return true
+}
+
+// encodeValues returns the compressed push request for values already
+// encoded, with the labels of their streams.
+func (s *shipper) encodeValues(values [][2]jsontext.Value) []byte {
+	b := []byte(`{"streams":[`)
+	for i, v := range values {
+		switch {
+		case i == 0:
+		case bytes.Equal(v[0], values[i-1][0]):
+			b = append(b, ',')
+			b = append(b, v[1]...)
+			continue
+		default:
+			b = append(b, "]},"...)
+		}
+		b = append(append(append(append(b, `{"stream":`...), v[0]...), `,"values":[`...), v[1]...)
+	}
+	s.zw.Reset(&s.out)
+	s.zw.Write(append(b, "]}]}"...))
+	return s.compressed()
 }
 
 // pushURL returns the push endpoint for a base URL: the URL itself if it
@@ -807,7 +781,6 @@ func hint(status int) string {
 // encode returns the gzip-compressed JSON push request for es. Streams are
 // grouped by source; within a stream entries keep their order.
 func (s *shipper) encode(es []entry) []byte {
-	s.out.Reset()
 	s.zw.Reset(&s.out)
 	b := append(s.scratch[:0], `{"streams":[`...)
 	first := true
@@ -839,11 +812,17 @@ func (s *shipper) encode(es []entry) []byte {
 			b = append(b, "]}"...)
 		}
 	}
-	b = append(b, "]}"...)
-	s.zw.Write(b)
-	s.zw.Close()
+	s.zw.Write(append(b, "]}"...))
 	s.scratch = b[:0]
-	return bytes.Clone(s.out.Bytes())
+	return s.compressed()
+}
+
+// compressed ends what s.zw compressed into s.out and returns a copy.
+func (s *shipper) compressed() []byte {
+	s.zw.Close()
+	body := bytes.Clone(s.out.Bytes())
+	s.out.Reset()
+	return body
 }
 
 // appendValue appends one ["<ns>","<line>",{metadata}] value.
