@@ -18,15 +18,7 @@ const (
 )
 
 // String returns the value of the source label.
-func (s source) String() string {
-	switch s {
-	case sourceFunction:
-		return "function"
-	case sourcePlatform:
-		return "platform"
-	}
-	return "extension"
-}
+func (s source) String() string { return [...]string{"function", "platform", "extension"}[s] }
 
 // entrySize is the size of an entry struct (TestEntrySize checks it).
 // Queued entries are charged a quarter more, for the slack of the slice

@@ -8,13 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -728,35 +728,22 @@ func parseLabels(s string) (map[string]string, error) {
 	return labels, nil
 }
 
+// alphanumeric are the ASCII letters and digits.
+const alphanumeric = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
 // validLabelName reports whether Loki's parser accepts name:
 // [a-zA-Z_][a-zA-Z0-9_]*, at most 1024 bytes.
 func validLabelName(name string) bool {
-	if name == "" || len(name) > 1024 {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || i > 0 && '0' <= c && c <= '9') {
-			return false
-		}
-	}
-	return true
+	return name != "" && len(name) <= 1024 && strings.Trim(name, alphanumeric+"_") == "" && !strings.ContainsAny(name[:1], alphanumeric[:10])
 }
 
 // streamJSON renders a stream's label set as a JSON object, keys sorted.
 func streamJSON(labels map[string]string, src source) []byte {
 	all := map[string]string{}
-	for k, v := range labels {
-		all[k] = v
-	}
+	maps.Copy(all, labels)
 	all["source"] = src.String()
-	keys := make([]string, 0, len(all))
-	for k := range all {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	b := []byte{'{'}
-	for i, k := range keys {
+	for i, k := range slices.Sorted(maps.Keys(all)) {
 		if i > 0 {
 			b = append(b, ',')
 		}

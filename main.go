@@ -214,15 +214,7 @@ func envOr(getenv func(string) string, name, def string) string {
 
 // validTenant reports whether Loki accepts t as a tenant; "" means none.
 func validTenant(t string) bool {
-	if len(t) > 150 || t == "." || t == ".." {
-		return false
-	}
-	for _, c := range t {
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || strings.ContainsRune("!-_.*'()", c)) {
-			return false
-		}
-	}
-	return true
+	return len(t) <= 150 && t != "." && t != ".." && strings.Trim(t, alphanumeric+"!-_.*'()") == ""
 }
 
 // onceLogger prints each kind of problem once per environment, so that a
@@ -289,18 +281,13 @@ func run(ctx context.Context, getenv func(string) string, name string, logger *l
 	}
 	// Lambda ends extensions with SHUTDOWN, not signals; a stray SIGTERM or
 	// SIGINT only asks for a flush.
-	sigs, done := make(chan os.Signal, 1), make(chan struct{})
+	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer close(sigs)
 	defer signal.Stop(sigs)
-	defer close(done)
 	go func() {
-		for {
-			select {
-			case <-sigs:
-				x.shipper.kick()
-			case <-done:
-				return
-			}
+		for range sigs {
+			x.shipper.kick()
 		}
 	}()
 	for {
