@@ -716,40 +716,26 @@ func (l *listener) lastDeliveryTime() time.Time {
 
 // parseTime reads a raw JSON string holding an RFC 3339 time. The form
 // Lambda writes, "2024-11-25T10:15:30.123Z", takes a fast path.
-func parseTime(raw []byte) (time.Time, bool) {
-	if len(raw) < 2 || raw[0] != '"' {
-		return time.Time{}, false
-	}
-	b := raw[1 : len(raw)-1]
-	if len(b) >= 20 && len(b) <= 30 && b[4] == '-' && b[7] == '-' && b[10] == 'T' && b[13] == ':' && b[16] == ':' && b[len(b)-1] == 'Z' {
-		num := func(s []byte) int {
-			n := 0
-			for _, c := range s {
+func parseTime(raw jsontext.Value) (time.Time, bool) {
+	if len(raw) == 26 && raw[5] == '-' && raw[8] == '-' && raw[11] == 'T' && raw[14] == ':' && raw[17] == ':' && raw[20] == '.' && raw[24] == 'Z' {
+		n := func(i, width int) int {
+			v := 0
+			for _, c := range raw[i : i+width] {
+				v = v*10 + int(c-'0')
 				if c < '0' || c > '9' {
-					return -1
-				}
-				n = n*10 + int(c-'0')
-			}
-			return n
-		}
-		y, mo, d, h, mi, sec := num(b[:4]), num(b[5:7]), num(b[8:10]), num(b[11:13]), num(b[14:16]), num(b[17:19])
-		nsec := 0
-		if frac := b[19 : len(b)-1]; len(frac) > 0 {
-			if frac[0] != '.' || len(frac) < 2 || len(frac) > 10 {
-				nsec = -1
-			} else {
-				nsec = num(frac[1:])
-				for range 10 - len(frac) {
-					nsec *= 10
+					return -100
 				}
 			}
+			return v
 		}
-		if y >= 0 && 1 <= mo && mo <= 12 && 1 <= d && d <= 31 && 0 <= h && h < 24 && 0 <= mi && mi < 60 && 0 <= sec && sec < 60 && nsec >= 0 {
-			return time.Date(y, time.Month(mo), d, h, mi, sec, nsec, time.UTC), true
+		mo, d, h, mi, sec, ms := n(6, 2), n(9, 2), n(12, 2), n(15, 2), n(18, 2), n(21, 3)
+		t := time.Date(n(1, 4), time.Month(mo), d, h, mi, sec, ms*1e6, time.UTC)
+		if min(mo-1, d-1, h, mi, sec, ms) >= 0 && mo <= 12 && t.Day() == d && h < 24 && mi < 60 && sec < 60 && t.Year() >= 0 {
+			return t, true
 		}
 	}
-	t, err := time.Parse(time.RFC3339Nano, unquote(raw))
-	return t, err == nil
+	t, err := time.Parse(time.RFC3339Nano, string(content(raw)))
+	return t, err == nil && raw.Kind() == '"'
 }
 
 // parseTextPrefix finds the request id and level in the tab-separated prefix

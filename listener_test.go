@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"encoding/json/jsontext"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -497,5 +498,19 @@ func TestMetadataWithinLokisLimits(t *testing.T) {
 	}
 	if len(l.batch.entries) != 2 {
 		t.Errorf("%d entries, want the report and the function line (the event type is too long)", len(l.batch.entries))
+	}
+}
+
+// TestParseTime: the fast path agrees with time.Parse.
+func TestParseTime(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{"2024-11-25T10:15:30.123Z", "2024-02-29T23:59:59.999Z", "2023-02-29T10:15:30.123Z", "2024-13-25T10:15:30.123Z",
+		"2024-11-25T24:15:30.123Z", "2024-11-25T10:60:30.123Z", "2024-1a-25T10:15:30.123Z", "2024-11-25T10:15:30.12Z", "2024-11-25T10:15:30.123456Z",
+		"2024-11-25T10:15:30+02:00", "0000-01-01T00:00:00.000Z", "-024-11-25T10:15:30.123Z", "12:01:23:521Z"} {
+		want, err := time.Parse(time.RFC3339Nano, s)
+		got, ok := parseTime(jsontext.Value(`"` + s + `"`))
+		if ok != (err == nil) || ok && !got.Equal(want) {
+			t.Errorf("parseTime(%q) = %v, %t; time.Parse: %v, %v", s, got, ok, want, err)
+		}
 	}
 }
