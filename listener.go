@@ -10,7 +10,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -428,12 +427,14 @@ func (l *listener) startSpan(rec *platformRecord, at time.Time) {
 }
 
 // spanOf returns the recent invocation requestID, or if that is "" the one
-// whose span holds the time at; nil if there is none.
+// whose span holds the time at; nil if there is none. A span holds the
+// time of its runtimeDone only for lines that come before that event (the
+// span is still open then): the times have millisecond precision.
 func (l *listener) spanOf(requestID string, at time.Time) *span {
 	for i := range recentSpans {
 		sp := &l.spans[(l.nextSpan+recentSpans-1-i)%recentSpans] // newest first
 		if requestID != "" && sp.requestID == requestID ||
-			requestID == "" && !sp.start.IsZero() && !at.Before(sp.start) && (sp.done.IsZero() || !at.After(sp.done)) {
+			requestID == "" && !sp.start.IsZero() && !at.Before(sp.start) && (sp.done.IsZero() || at.Before(sp.done)) {
 			return sp
 		}
 	}
@@ -467,11 +468,9 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 			return entry{}, false
 		}
 		e.line = strings.TrimSuffix(s, "\n")
-		if obj := jsontext.Value(e.line); obj.Kind() == '{' && obj.IsValid(lenient()...) {
-			raw = obj // JSON printed as text
-		} else {
+		if fields = new(recordFields); !strings.HasPrefix(e.line, "{") || !l.readRecord(jsontext.Value(e.line), fields) {
 			e.meta.requestID, e.meta.level = parseTextPrefix(e.line, "\t")
-			break
+			break // not JSON printed as text
 		}
 		fallthrough
 	case '{':
@@ -479,10 +478,8 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 			e.line = string(raw)
 		}
 		if fields == nil {
-			fields = &recordFields{}
-			l.recordBytes.Reset(raw)
-			l.records.Reset(&l.recordBytes, lenient()...)
-			l.readFields(l.records, fields)
+			fields = new(recordFields)
+			l.readRecord(raw, fields)
 		}
 		if t := fields.time; t.Before(at.Add(maxRecordTimeSkew)) && t.After(at.Add(-maxRecordTimeAge)) {
 			e.ts = t.UnixNano()
@@ -558,6 +555,15 @@ func (l *listener) readFields(d *jsontext.Decoder, f *recordFields) (err error) 
 		}
 		return err
 	})
+}
+
+// readRecord reads obj into f and reports whether it is a JSON object and
+// nothing more. l.mu is held.
+func (l *listener) readRecord(obj jsontext.Value, f *recordFields) bool {
+	d := l.recordDecoder(obj)
+	err := l.readFields(d, f)
+	_, eof := d.ReadToken()
+	return err == nil && eof == io.EOF
 }
 
 // recordDecoder returns l.records reading obj. l.mu is held.
@@ -657,9 +663,7 @@ func (l *listener) platformEntry(typ string, raw jsontext.Value, rec *platformRe
 		e.line = reportLine(rec)
 		return e, true
 	}
-	compact := jsontext.Value(slices.Clone(raw))
-	compact.Compact(lenient()...)
-	e.line = typ + " " + string(compact)
+	e.line = typ + " " + string(raw) // as Lambda wrote it: compact
 	return e, true
 }
 
@@ -794,7 +798,7 @@ func isRequestID[T string | []byte](s T) bool {
 // traceID returns the Root of an X-Amzn-Trace-Id value
 // ("Root=1-...;Parent=...;Sampled=0"), or "" if there is none.
 func traceID(value string) string {
-	for field := range strings.SplitSeq(value, ";") {
+	for _, field := range strings.Split(value, ";") {
 		if id, ok := strings.CutPrefix(strings.TrimSpace(field), "Root="); ok && len(id) <= 64 {
 			return id
 		}
@@ -835,7 +839,7 @@ func (f typeFilter) platform(typ string, failed bool) bool {
 // extension, platform, platform.error or a platform event type.
 func parseTypes(s string) (typeFilter, error) {
 	f := typeFilter{platformTypes: map[string]bool{}}
-	for t := range strings.SplitSeq(s, ",") {
+	for _, t := range strings.Split(s, ",") {
 		switch t = strings.TrimSpace(t); {
 		case t == "function":
 			f.function = true

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json/jsontext"
 	"errors"
 	"fmt"
@@ -12,7 +14,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/url"
 	"slices"
 	"strconv"
@@ -65,10 +66,12 @@ const (
 
 // lokiTarget is where and how to push.
 type lokiTarget struct {
-	pushURL       string // full push URL, without credentials
-	authorization string // value of the Authorization header, or ""
-	tenant        string // X-Scope-OrgID, or ""
+	pushURL       string   // full push URL, without credentials
+	authorization string   // value of the Authorization header, or ""
+	secrets       *secrets // if set, it has the Authorization header
+	tenant        string   // X-Scope-OrgID, or ""
 	labels        map[string]string
+	roots         *x509.CertPool // LOKI_CA_FILE and the system's; nil: the system's
 }
 
 // request is one push request. It is encoded once and sent again with the
@@ -170,6 +173,7 @@ func newShipper(target lokiTarget, b *batch, log *onceLogger, version string, in
 		MaxIdleConnsPerHost: maxInFlight,
 		IdleConnTimeout:     idleReconnect,
 		DisableCompression:  true,
+		TLSClientConfig:     &tls.Config{RootCAs: target.roots},
 	}
 	s := &shipper{
 		target:    target,
@@ -309,7 +313,7 @@ func (s *shipper) release(sent bool) {
 	s.waiting = slices.DeleteFunc(s.waiting, func(w *waiter) bool {
 		settled, timeUp := s.settled(w.mark), !now.Before(s.end(w))
 		slow := sent && w.slow && !s.holding(w.mark, false)
-		hopeless := s.failures >= failureThreshold || s.retryAt.After(w.deadline)
+		hopeless := s.failures >= failureThreshold || s.retryAt.After(w.deadline) || s.credentialsFailing()
 		if !(settled || timeUp || !w.final && (slow || hopeless)) {
 			return false
 		}
@@ -356,6 +360,16 @@ func (s *shipper) requestSize() int {
 	return requestBytes * int(min(max(s.latency()/slowPush, 1), 4))
 }
 
+// credentialsFailing reports whether the credentials kept in AWS can't be
+// read now.
+func (s *shipper) credentialsFailing() bool {
+	if s.target.secrets == nil {
+		return false
+	}
+	_, failing := s.target.secrets.authorization()
+	return failing
+}
+
 // latency is how long recent pushes took: the shorter of the last two, so
 // that one slow answer (a new connection, say) changes nothing.
 func (s *shipper) latency() time.Duration { return min(s.took[0], s.took[1]) }
@@ -373,6 +387,11 @@ func (s *shipper) send(ctx context.Context, urgent bool) {
 		slots = 2 * maxInFlight // SHUTDOWN: everything, now
 	case s.failures > 0:
 		slots = 1
+	}
+	if sec := s.target.secrets; sec != nil {
+		if header, _ := sec.authorization(); header == "" {
+			slots = 0 // not fetched yet
+		}
 	}
 	if s.now().Before(s.retryAt) {
 		slots = 0
@@ -456,6 +475,9 @@ func (s *shipper) settle(res result) {
 	took, froze := now.Sub(r.started), r.freezes != s.freezes.Load() || s.inNext.Load()
 	r.started, s.lastPush = time.Time{}, now
 	switch {
+	case errors.As(res.err, new(*tls.CertificateVerificationError)):
+		s.answered(r, res) // a configuration problem: not retried
+		s.remove(r)
 	case res.err != nil && !r.timedOut && !r.quickRetried:
 		// A connection or a timer may have died in a freeze: one retry at
 		// once, on a fresh connection, is not a failure.
@@ -466,6 +488,9 @@ func (s *shipper) settle(res result) {
 			res.err = fmt.Errorf("no answer from loki in %v", pushTimeout)
 		}
 		s.fail(r, res.err, 0)
+	case (res.status == http.StatusUnauthorized || res.status == http.StatusForbidden) && s.target.secrets != nil:
+		s.target.secrets.refresh() // rotated: the next attempt takes the new value
+		s.fail(r, &pushError{res.status, res.body}, 0)
 	case res.status == http.StatusRequestEntityTooLarge && s.split(r):
 	case retryable(res.status) || (res.retryAfter > 0 && res.status/100 != 2):
 		s.fail(r, &pushError{res.status, res.body}, res.retryAfter)
@@ -509,6 +534,9 @@ func (s *shipper) remove(r *request) {
 func (s *shipper) answered(r *request, res result) {
 	lines, status := int64(r.lines), res.status
 	switch {
+	case res.err != nil:
+		s.batch.count(func(c *counters) { c.droppedLoki += lines })
+		s.log.once("push tls", "dropping %d lines: %v (check LOKI_URL and LOKI_CA_FILE)", lines, res.err)
 	case status == statusBlocked:
 		s.batch.count(func(c *counters) { c.droppedLoki += lines })
 		s.log.once("push 260", "loki answered 260: ingestion is blocked for this tenant; dropping %d lines", lines)
@@ -587,23 +615,20 @@ func (s *shipper) stats(final bool) *request {
 // post makes one attempt to send r.
 func (s *shipper) post(ctx context.Context, r *request) result {
 	res := result{r: r}
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) {
-		r.written.Store(true)
-		select {
-		case s.wrote <- struct{}{}:
-		default:
-		}
-	}})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.target.pushURL, bytes.NewReader(r.body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.target.pushURL, &wire{bytes.NewReader(r.body), s, r})
 	if err != nil {
 		res.err = err
 		return res
 	}
+	req.ContentLength = int64(len(r.body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Content-Encoding", "gzip")
 	req.Header.Set("User-Agent", s.userAgent)
-	if s.target.authorization != "" {
-		req.Header.Set("Authorization", s.target.authorization)
+	if auth := s.target.authorization; s.target.secrets != nil {
+		auth, _ = s.target.secrets.authorization()
+		req.Header.Set("Authorization", auth)
+	} else if auth != "" {
+		req.Header.Set("Authorization", auth)
 	}
 	if s.target.tenant != "" {
 		req.Header.Set("X-Scope-OrgID", s.target.tenant)
@@ -625,6 +650,26 @@ func (s *shipper) post(ctx context.Context, r *request) result {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
 	res.body, res.retryAfter = string(b), parseRetryAfter(resp.Header.Get("Retry-After"), s.now())
 	return res
+}
+
+// wire is the body of a request: read to its end, the request is on the
+// wire (in the connection's buffers, at least), and run hears of it. It
+// has no other method, so that the transport reads it with Read.
+type wire struct {
+	body *bytes.Reader
+	s    *shipper
+	r    *request
+}
+
+func (w *wire) Read(p []byte) (int, error) {
+	n, err := w.body.Read(p)
+	if err == io.EOF && !w.r.written.Swap(true) {
+		select {
+		case w.s.wrote <- struct{}{}:
+		default:
+		}
+	}
+	return n, err
 }
 
 // split replaces r, which Loki found too large, by its two halves, in
@@ -657,7 +702,7 @@ func (s *shipper) split(r *request) bool {
 	a := &request{body: s.encodeValues(values[:n]), lines: n, last: r.last - int64(len(values)-n)}
 	b := &request{body: s.encodeValues(values[n:]), lines: len(values) - n, last: r.last}
 	i := slices.Index(s.queue, r)
-	s.queue = slices.Replace(s.queue, i, i+1, a, b)
+	s.queue = append(s.queue[:i], append([]*request{a, b}, s.queue[i+1:]...)...)
 	s.batch.hold(cap(a.body) + cap(b.body) - cap(r.body))
 	return true
 }
@@ -700,7 +745,7 @@ func pushURL(base *url.URL) string {
 // names against Loki's rules.
 func parseLabels(s string) (map[string]string, error) {
 	labels := map[string]string{}
-	for pair := range strings.SplitSeq(s, ",") {
+	for _, pair := range strings.Split(s, ",") {
 		if strings.TrimSpace(pair) == "" {
 			continue
 		}
@@ -892,7 +937,7 @@ func rejectedLines(body string, n int) (rejected, tooOld int) {
 		rejected += min(max(k, 0), n)
 	}
 	if !strings.Contains(body, total) {
-		for line := range strings.SplitSeq(body, "\n") {
+		for _, line := range strings.Split(body, "\n") {
 			if strings.Contains(line, "for stream") {
 				rejected++
 			}

@@ -12,6 +12,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -30,6 +31,11 @@ import (
 	"time"
 	"unicode"
 )
+
+// version is the extension's version, set by build.sh
+// (-ldflags "-X main.version=…"): debug.ReadBuildInfo would cost 12 KB of
+// binary.
+var version = "devel"
 
 // Defaults of the configuration, and fixed timings.
 const (
@@ -124,18 +130,33 @@ func loadConfig(getenv func(string) string) (config, error) {
 		pass, _ = u.User.Password()
 	}
 	switch {
-	case strings.ContainsFunc(user+pass, unicode.IsControl) || strings.Contains(user, ":"):
-		return cfg, errors.New("LOKI_USERNAME or LOKI_PASSWORD holds a control character (or the user a colon): copy them again from your Loki or Grafana Cloud settings")
-	case strings.ContainsFunc(bearer, unicode.IsControl):
-		return cfg, errors.New("LOKI_BEARER_TOKEN holds a control character: copy the token again")
 	case (user == "") != (pass == ""):
 		return cfg, errors.New("LOKI_USERNAME and LOKI_PASSWORD go together: set both (on Grafana Cloud, the numeric user of your Loki instance and an access policy token with logs:write)")
 	case user != "" && bearer != "":
 		return cfg, errors.New("LOKI_BEARER_TOKEN and LOKI_USERNAME/LOKI_PASSWORD are both set: keep one of them")
-	case user != "":
-		cfg.target.authorization = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
-	case bearer != "":
-		cfg.target.authorization = "Bearer " + bearer
+	}
+	// Each may be the ARN of a secret or parameter, fetched at run time.
+	sec := &secrets{values: [3]string{user, pass, bearer}, getenv: getenv, again: make(chan struct{}, 1)}
+	for i, name := range [...]string{"LOKI_USERNAME", "LOKI_PASSWORD", "LOKI_BEARER_TOKEN"} {
+		if strings.HasPrefix(sec.values[i], "arn:") {
+			r, err := parseSecretARN(name, sec.values[i])
+			if err != nil {
+				return cfg, err
+			}
+			sec.refs[i], sec.values[i], cfg.target.secrets = &r, "", sec
+		}
+	}
+	if cfg.target.authorization, err = authorization(sec.values[0], sec.values[1], sec.values[2]); err != nil {
+		return cfg, err
+	}
+	if file := getenv("LOKI_CA_FILE"); file != "" {
+		pem, err := os.ReadFile(file)
+		if cfg.target.roots, _ = x509.SystemCertPool(); cfg.target.roots == nil {
+			cfg.target.roots = x509.NewCertPool()
+		}
+		if err != nil || !cfg.target.roots.AppendCertsFromPEM(pem) {
+			return cfg, fmt.Errorf("LOKI_CA_FILE: %s holds no PEM certificate (%v)", file, cmp.Or(err, errors.New("none found")))
+		}
 	}
 	if cfg.target.tenant = getenv("LOKI_TENANT_ID"); !validTenant(cfg.target.tenant) {
 		return cfg, errors.New("LOKI_TENANT_ID: a tenant is not . or .. and has at most 150 characters of 0-9 a-z A-Z ! - _ . * ' ( )")
@@ -173,6 +194,22 @@ func loadConfig(getenv func(string) string) (config, error) {
 		env.err = fmt.Errorf("LOKI_MAX_LINE_BYTES: %d is over a quarter of LOKI_BUFFER_BYTES (%d); lower it or raise the buffer", cfg.maxLineBytes, cfg.bufferBytes)
 	}
 	return cfg, env.err
+}
+
+// authorization returns the Authorization header for basic auth or a
+// bearer token ("" for none). Its errors name variables, never values.
+func authorization(user, pass, bearer string) (string, error) {
+	switch {
+	case strings.ContainsFunc(user+pass, unicode.IsControl) || strings.Contains(user, ":"):
+		return "", errors.New("LOKI_USERNAME or LOKI_PASSWORD holds a control character (or the user a colon): copy them again from your Loki or Grafana Cloud settings")
+	case strings.ContainsFunc(bearer, unicode.IsControl):
+		return "", errors.New("LOKI_BEARER_TOKEN holds a control character: copy the token again")
+	case user != "":
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass)), nil
+	case bearer != "":
+		return "Bearer " + bearer, nil
+	}
+	return "", nil
 }
 
 // envReader reads numeric variables and keeps the first error.
@@ -321,7 +358,7 @@ func start(ctx context.Context, cfg config, api *extensionClient, reg registerRe
 		api:      api,
 		batch:    b,
 		listener: newListener(b, cfg.types, cfg.maxLineBytes, logger.Prefix(), !cfg.managedInstances),
-		shipper:  newShipper(cfg.target, b, olog, version(), cfg.flushInterval),
+		shipper:  newShipper(cfg.target, b, olog, version, cfg.flushInterval),
 		log:      olog,
 	}
 	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.port))
@@ -345,8 +382,21 @@ func start(ctx context.Context, cfg config, api *extensionClient, reg registerRe
 		logger.Printf("subscribe to the Telemetry API: %v; no logs will be shipped", err)
 	}
 
+	if sec := cfg.target.secrets; sec != nil {
+		sec.client, sec.log, sec.changed = x.shipper.client, olog, x.shipper.kick
+		if getenv("AWS_LAMBDA_INITIALIZATION_TYPE") != "snap-start" {
+			x.startSecrets(ctx) // alongside Init; on SnapStart, after the restore
+		}
+	}
 	x.shipper.start(ctx)
 	return x, nil
+}
+
+// startSecrets starts fetching the credentials kept in AWS, once.
+func (x *extension) startSecrets(ctx context.Context) {
+	if sec := x.cfg.target.secrets; sec != nil {
+		sec.start.Do(func() { go sec.run(ctx) })
+	}
 }
 
 // invoke handles an INVOKE event: it waits until the runtime is done with
@@ -360,6 +410,7 @@ func start(ctx context.Context, cfg config, api *extensionClient, reg registerRe
 func (x *extension) invoke(ctx context.Context, ev lifecycleEvent) {
 	backToBack := time.Since(x.lastNext) < x.cfg.flushInterval/4
 	defer func() { x.lastNext = time.Now() }()
+	x.startSecrets(ctx)
 	before := x.batch.mark() // the lines of earlier invocations
 	if !x.telemetry {
 		return
@@ -448,12 +499,4 @@ func (x *extension) fail(ctx context.Context, err error) error {
 	x.shipper.stop()
 	x.api.exitError(ctx, "Extension.NextFailed", err)
 	return err
-}
-
-// version returns the module version the binary was built from.
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "devel"
 }
