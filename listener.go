@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,13 +51,10 @@ func lenient() []jsontext.Options {
 // platformRecord holds the fields of platform.* records that the extension
 // uses. All are optional.
 type platformRecord struct {
-	requestID      string
-	status         string
-	errorType      string
-	tenantID       string
-	traceValue     string // tracing.value
-	droppedRecords int64
-	metrics        map[string]float64 // by name, as durationMs
+	requestID, status, errorType, tenantID string
+	traceValue                             string // tracing.value
+	droppedRecords                         int64
+	metrics                                map[string]float64 // by name, as durationMs
 }
 
 // span is an invocation as the telemetry stream tells it: from the time of
@@ -69,13 +67,11 @@ type span struct {
 // delivery is what one telemetry POST adds up to, kept until all of it has
 // been read: a body that is not a JSON array adds nothing.
 type delivery struct {
-	received  time.Time
-	entries   []entry
-	cost      int // of entries
-	overflow  int // entries left out: more than the buffer can take
-	done      []string
-	truncated int64
-	dropped   int64 // records Lambda says it dropped
+	received           time.Time
+	entries            []entry
+	cost, overflow     int // of entries; entries left out: more than the buffer takes
+	done               []string
+	truncated, dropped int64 // lines cut; records Lambda says it dropped
 }
 
 // listener receives Telemetry API deliveries, turns them into entries and
@@ -99,16 +95,15 @@ type listener struct {
 	bodies     sync.Pool     // of *bytes.Buffer, for request bodies
 	slots      chan struct{} // capacity maxDeliveries
 
-	mu           sync.Mutex // guards the fields below
-	events       *jsontext.Decoder
-	records      *jsontext.Decoder // for records inside an event
-	recordBytes  bytes.Reader
-	spans        [recentSpans]span
-	nextSpan     int
-	done         [recentSpans]string // request ids of recent runtimeDone events
-	nextDone     int
-	lastDelivery time.Time
-	scratch      []entry // reused for each delivery's entries
+	mu                 sync.Mutex // guards the fields below
+	events             *jsontext.Decoder
+	records            *jsontext.Decoder // for records inside an event
+	recordBytes        bytes.Reader
+	spans              [recentSpans]span
+	done               [recentSpans]string // request ids of recent runtimeDone events
+	nextSpan, nextDone int
+	lastDelivery       time.Time
+	scratch            []entry // reused for each delivery's entries
 }
 
 // newListener returns a listener that feeds b.
@@ -187,13 +182,9 @@ func (l *listener) store(body *bytes.Buffer) error {
 	if err != nil {
 		return err
 	}
-	if dv.truncated > 0 || dv.dropped > 0 || dv.overflow > 0 {
-		l.batch.count(func(c *counters) {
-			c.truncated += dv.truncated
-			c.droppedByLambda += dv.dropped
-			c.droppedFull += int64(dv.overflow)
-		})
-	}
+	l.batch.count(func(c *counters) {
+		c.truncated, c.droppedByLambda, c.droppedFull = c.truncated+dv.truncated, c.droppedByLambda+dv.dropped, c.droppedFull+int64(dv.overflow)
+	})
 	if len(dv.done) > 0 {
 		select {
 		case l.doneSignal <- struct{}{}:
@@ -447,7 +438,7 @@ func (l *listener) spanOf(requestID string, at time.Time) *span {
 // Managed Instances) from the invocation whose span holds the event's time
 // at. l.mu is held.
 func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Time, src source) (entry, bool) {
-	if (src == sourceFunction && !l.types.function) || (src == sourceExtension && !l.types.extension) {
+	if !l.types[src.String()] {
 		return entry{}, false
 	}
 	e := entry{src: src, ts: at.UnixNano()}
@@ -693,10 +684,7 @@ func (l *listener) waitRuntimeDone(ctx context.Context, requestID string, until 
 	defer timer.Stop()
 	for {
 		l.mu.Lock()
-		seen := false
-		for _, id := range l.done {
-			seen = seen || id == requestID
-		}
+		seen := slices.Contains(l.done[:], requestID)
 		l.mu.Unlock()
 		if seen {
 			return true
@@ -777,22 +765,13 @@ func isTimestamp(s string) bool {
 
 // isRequestID reports whether s has the form of a Lambda request id, a UUID.
 func isRequestID[T string | []byte](s T) bool {
-	if len(s) != 36 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case i == 8 || i == 13 || i == 18 || i == 23:
-			if c != '-' {
-				return false
-			}
-		case '0' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
-		default:
+	for i := range len(s) {
+		c, dash := s[i], i == 8 || i == 13 || i == 18 || i == 23
+		if dash != (c == '-') || !dash && !('0' <= c && c <= '9' || 'a' <= c|0x20 && c|0x20 <= 'f') {
 			return false
 		}
 	}
-	return true
+	return len(s) == 36
 }
 
 // traceID returns the Root of an X-Amzn-Trace-Id value
@@ -809,51 +788,33 @@ func traceID(value string) string {
 // truncate cuts line to at most max bytes, on a rune boundary, ending with a
 // truncate cuts line to at most max bytes, on a rune boundary, ending with a
 // marker that says how much was cut.
-func truncate(line string, max int) string {
+func truncate(line string, limit int) string {
 	const marker = "…[truncated %d bytes]"
-	cut := max - len(fmt.Sprintf(marker, len(line)))
-	if cut < 0 {
-		cut = 0
-	}
+	cut := max(0, limit-len(fmt.Sprintf(marker, len(line))))
 	for cut > 0 && !utf8.RuneStart(line[cut]) {
 		cut--
 	}
 	return line[:cut] + fmt.Sprintf(marker, len(line)-cut)
 }
 
-// typeFilter says which telemetry is shipped to Loki.
-type typeFilter struct {
-	function       bool
-	extension      bool
-	platformAll    bool
-	platformErrors bool            // platform events that report a failure
-	platformTypes  map[string]bool // e.g. "platform.report"
-}
+// typeFilter says which telemetry is shipped to Loki: by the names of
+// LOKI_TYPES (function, extension, platform, platform.error, platform.<type>).
+type typeFilter map[string]bool
 
 // platform reports whether a platform event of type typ is shipped.
 func (f typeFilter) platform(typ string, failed bool) bool {
-	return f.platformAll || f.platformTypes[typ] || (failed && f.platformErrors)
+	return f["platform"] || f[typ] || failed && f["platform.error"]
 }
 
 // parseTypes reads LOKI_TYPES: a comma-separated list of function,
 // extension, platform, platform.error or a platform event type.
 func parseTypes(s string) (typeFilter, error) {
-	f := typeFilter{platformTypes: map[string]bool{}}
+	f := typeFilter{}
 	for _, t := range strings.Split(s, ",") {
-		switch t = strings.TrimSpace(t); {
-		case t == "function":
-			f.function = true
-		case t == "extension":
-			f.extension = true
-		case t == "platform":
-			f.platformAll = true
-		case t == "platform.error":
-			f.platformErrors = true
-		case strings.HasPrefix(t, "platform.") && len(t) > len("platform."):
-			f.platformTypes[t] = true
-		default:
+		if t = strings.TrimSpace(t); t != "function" && t != "extension" && t != "platform" && (!strings.HasPrefix(t, "platform.") || t == "platform.") {
 			return f, fmt.Errorf("unknown type %s; use function, extension, platform, platform.error or a platform event type such as platform.report", strconv.Quote(t))
 		}
+		f[t] = true
 	}
 	return f, nil
 }

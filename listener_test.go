@@ -352,7 +352,7 @@ func BenchmarkListener(b *testing.B) {
 // counts every line it could not keep.
 func TestFloodStaysBounded(t *testing.T) {
 	t.Parallel()
-	l := newListener(newBatch(1<<20, 1<<20), typeFilter{function: true}, 1024, "x: ", true)
+	l := newListener(newBatch(1<<20, 1<<20), typeFilter{"function": true}, 1024, "x: ", true)
 	const n = 50000
 	body := "[" + strings.Repeat(`{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"flood line\n"},`, n-1) +
 		`{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"flood line\n"}]`
@@ -462,7 +462,7 @@ func TestEnvironmentOffset(t *testing.T) {
 	ms := time.Date(2024, 11, 25, 10, 15, 30, 101_000_000, time.UTC).UnixNano()
 	seen := map[int64]bool{}
 	for range 2 {
-		l := newListener(newBatch(1<<20, 1<<20), typeFilter{function: true}, 1000, "x: ", true)
+		l := newListener(newBatch(1<<20, 1<<20), typeFilter{"function": true}, 1000, "x: ", true)
 		post(l, body)
 		e := l.batch.entries
 		if e[0].ts < ms || e[0].ts >= ms+int64(time.Millisecond) || e[0].ts != ms+l.offset {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"context"
 	"crypto/tls"
@@ -30,8 +31,7 @@ const (
 	// four times that while pushes take longer than slowPush. That much
 	// waiting is compressed into a request even while every slot is busy:
 	// compressed, it holds a fifth of the memory.
-	requestBytes = 1 << 20
-	slowPush     = 250 * time.Millisecond
+	requestBytes, slowPush = 1 << 20, 250 * time.Millisecond
 	// probeEvery: after this many waits that ended as soon as the lines
 	// were on the wire, for a Loki slower than the wait, one waits again.
 	probeEvery = 10
@@ -48,9 +48,7 @@ const (
 	failureThreshold = 3
 	// retryBaseDelay and retryMaxDelay shape the exponential backoff;
 	// maxRetryAfter caps what a Retry-After header may ask for.
-	retryBaseDelay = 100 * time.Millisecond
-	retryMaxDelay  = 10 * time.Second
-	maxRetryAfter  = 30 * time.Second
+	retryBaseDelay, retryMaxDelay, maxRetryAfter = 100 * time.Millisecond, 10 * time.Second, 30 * time.Second
 	// idleReconnect: connections idle this long may have died in a freeze;
 	// they are dropped before the next push.
 	idleReconnect = 30 * time.Second
@@ -83,13 +81,13 @@ type request struct {
 	last  int64  // the batch's sequence number of its last line
 
 	// While in flight (started is not zero):
-	started      time.Time
-	awake        time.Duration // time in flight while the environment ran
-	freezes      int64         // shipper.freezes at the start
-	written      atomic.Bool   // the whole request is on the wire
-	cancel       context.CancelFunc
-	timedOut     bool // cancelled for pushTimeout
-	quickRetried bool // a transport error was retried at once
+	started time.Time
+	awake   time.Duration // time in flight while the environment ran
+	freezes int64         // shipper.freezes at the start
+	written atomic.Bool   // the whole request is on the wire
+	cancel  context.CancelFunc
+	// cancelled for pushTimeout; a transport error was retried at once
+	timedOut, quickRetried bool
 }
 
 // result is the outcome of one attempt to send a request.
@@ -105,8 +103,7 @@ type result struct {
 type waiter struct {
 	mark            int64
 	since, deadline time.Time
-	final           bool          // SHUTDOWN: wait whatever Loki does
-	slow            bool          // Loki answers later than deadline
+	final, slow     bool          // SHUTDOWN: wait whatever Loki does; Loki answers after deadline
 	done            chan struct{} // closed when the wait is over
 }
 
@@ -124,12 +121,11 @@ type shipper struct {
 	now       func() time.Time
 	interval  time.Duration // lines wait at most about this long
 
-	waiters chan *waiter
-	kicks   chan struct{} // capacity 1: send what is queued now
-	wrote   chan struct{} // capacity 1: a request is on the wire
-	results chan result   // capacity maxInFlight
-	cancel  context.CancelFunc
-	stopped chan struct{} // closed when run returns
+	waiters      chan *waiter
+	kicks, wrote chan struct{} // capacity 1: send what is queued now; a request is on the wire
+	results      chan result   // capacity maxInFlight
+	cancel       context.CancelFunc
+	stopped      chan struct{} // closed when run returns
 
 	// Set by the event loop: the environment may be frozen while it is in
 	// /next (never on Managed Instances).
@@ -146,20 +142,13 @@ type shipper struct {
 	took     [2]time.Duration // the last successful pushes, newest first
 	skipped  int              // waits ended for a slow Loki since the last probe
 	lastPush time.Time
-	zw       *gzip.Writer
+	zw       *gzip.Writer // compresses into out the request built in json
 	out      bytes.Buffer
-	scratch  []byte
+	json     []byte
+	labels   []byte   // of the last stream added to json; nil: none yet
 	reported counters // as told by the last stats line
 	statsSeq int
 }
-
-// pushError is a push that Loki answered with a retryable status.
-type pushError struct {
-	status int
-	body   string
-}
-
-func (e *pushError) Error() string { return fmt.Sprintf("status %d: %s", e.status, e.body) }
 
 // newShipper returns a shipper for target that drains b. Lines wait at
 // most about interval before a push.
@@ -260,8 +249,10 @@ func (s *shipper) run(ctx context.Context) {
 			return
 		case w := <-s.waiters:
 			s.release(false) // an earlier wait that timed out tells the latency
-			w.slow = !w.final && s.now().Add(s.latency()).After(w.deadline)
-			if s.skipped += btoi(w.slow); s.skipped > probeEvery {
+			if w.slow = !w.final && s.now().Add(s.latency()).After(w.deadline); w.slow {
+				s.skipped++
+			}
+			if s.skipped > probeEvery {
 				w.slow, s.skipped = false, 0 // wait: has Loki got faster?
 			}
 			s.waiting = append(s.waiting, w)
@@ -313,7 +304,8 @@ func (s *shipper) release(sent bool) {
 	s.waiting = slices.DeleteFunc(s.waiting, func(w *waiter) bool {
 		settled, timeUp := s.settled(w.mark), !now.Before(s.end(w))
 		slow := sent && w.slow && !s.holding(w.mark, false)
-		hopeless := s.failures >= failureThreshold || s.retryAt.After(w.deadline) || s.credentialsFailing()
+		_, _, failing := s.auth()
+		hopeless := s.failures >= failureThreshold || s.retryAt.After(w.deadline) || failing
 		if !(settled || timeUp || !w.final && (slow || hopeless)) {
 			return false
 		}
@@ -360,14 +352,14 @@ func (s *shipper) requestSize() int {
 	return requestBytes * int(min(max(s.latency()/slowPush, 1), 4))
 }
 
-// credentialsFailing reports whether the credentials kept in AWS can't be
-// read now.
-func (s *shipper) credentialsFailing() bool {
+// auth returns the Authorization header ("" for none), and whether it is
+// kept in AWS and not fetched yet, or the last fetch failed.
+func (s *shipper) auth() (header string, missing, failing bool) {
 	if s.target.secrets == nil {
-		return false
+		return s.target.authorization, false, false
 	}
-	_, failing := s.target.secrets.authorization()
-	return failing
+	header, failing = s.target.secrets.authorization()
+	return header, header == "", failing
 }
 
 // latency is how long recent pushes took: the shorter of the last two, so
@@ -388,10 +380,8 @@ func (s *shipper) send(ctx context.Context, urgent bool) {
 	case s.failures > 0:
 		slots = 1
 	}
-	if sec := s.target.secrets; sec != nil {
-		if header, _ := sec.authorization(); header == "" {
-			slots = 0 // not fetched yet
-		}
+	if _, missing, _ := s.auth(); missing {
+		slots = 0
 	}
 	if s.now().Before(s.retryAt) {
 		slots = 0
@@ -487,13 +477,13 @@ func (s *shipper) settle(res result) {
 		if r.timedOut {
 			res.err = fmt.Errorf("no answer from loki in %v", pushTimeout)
 		}
-		s.fail(r, res.err, 0)
+		s.fail(r, "transport", res.err, 0)
 	case (res.status == http.StatusUnauthorized || res.status == http.StatusForbidden) && s.target.secrets != nil:
 		s.target.secrets.refresh() // rotated: the next attempt takes the new value
-		s.fail(r, &pushError{res.status, res.body}, 0)
+		s.fail(r, strconv.Itoa(res.status), fmt.Errorf("status %d: %s", res.status, res.body), 0)
 	case res.status == http.StatusRequestEntityTooLarge && s.split(r):
 	case retryable(res.status) || (res.retryAfter > 0 && res.status/100 != 2):
-		s.fail(r, &pushError{res.status, res.body}, res.retryAfter)
+		s.fail(r, strconv.Itoa(res.status), fmt.Errorf("status %d: %s", res.status, res.body), res.retryAfter)
 	default:
 		s.answered(r, res)
 		s.remove(r)
@@ -506,15 +496,11 @@ func (s *shipper) settle(res result) {
 
 // fail schedules the next attempt after a failed one: after Retry-After
 // if Loki sent one (capped), else after an exponential backoff with jitter.
-func (s *shipper) fail(r *request, err error, retryAfter time.Duration) {
+func (s *shipper) fail(r *request, kind string, err error, retryAfter time.Duration) {
 	r.quickRetried = false
 	s.failures++
 	s.batch.count(func(c *counters) { c.retries++ })
-	kind := "push transport"
-	if pe, ok := errors.AsType[*pushError](err); ok {
-		kind = "push " + strconv.Itoa(pe.status)
-	}
-	s.log.once(kind, "push to loki failed, will retry: %v", err)
+	s.log.once("push "+kind, "push to loki failed, will retry: %v", err)
 	s.delay = min(max(2*s.delay, retryBaseDelay), retryMaxDelay)
 	wait := s.delay/2 + rand.N(s.delay/2+1)
 	if retryAfter > 0 {
@@ -552,11 +538,10 @@ func (s *shipper) answered(r *request, res result) {
 		s.log.once("push 400", "loki rejected %d of %d lines (400): %s", rejected, lines, firstLine(res.body))
 	default:
 		s.batch.count(func(c *counters) { c.droppedLoki += lines })
-		msg := fmt.Sprintf("loki answered %d %s, dropping %d lines", status, http.StatusText(status), lines)
-		if line := firstLine(res.body); line != "" {
-			msg += ": " + line
-		}
-		s.log.once("push "+strconv.Itoa(status), "%s%s", msg, hint(status))
+		check := map[int]string{401: "LOKI_USERNAME and LOKI_PASSWORD, LOKI_BEARER_TOKEN or LOKI_TENANT_ID", 404: "LOKI_URL"}
+		check[403], check[405] = check[401], check[404]
+		s.log.once("push "+strconv.Itoa(status), "loki answered %d %s, dropping %d lines (check %s): %s",
+			status, http.StatusText(status), lines, cmp.Or(check[status], "Loki's logs"), firstLine(res.body))
 	}
 }
 
@@ -566,17 +551,6 @@ func (s *shipper) answered(r *request, res result) {
 func (s *shipper) stop() int {
 	s.cancel()
 	<-s.stopped
-	for done := false; !done; {
-		select {
-		case res := <-s.results:
-			if s.inFlight--; res.err == nil && res.status/100 == 2 {
-				s.answered(res.r, res)
-				s.remove(res.r)
-			}
-		default:
-			done = true
-		}
-	}
 	n := s.batch.discard()
 	for _, r := range s.queue {
 		n += r.lines
@@ -624,14 +598,11 @@ func (s *shipper) post(ctx context.Context, r *request) result {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Content-Encoding", "gzip")
 	req.Header.Set("User-Agent", s.userAgent)
-	if auth := s.target.authorization; s.target.secrets != nil {
-		auth, _ = s.target.secrets.authorization()
-		req.Header.Set("Authorization", auth)
-	} else if auth != "" {
-		req.Header.Set("Authorization", auth)
-	}
-	if s.target.tenant != "" {
-		req.Header.Set("X-Scope-OrgID", s.target.tenant)
+	header, _, _ := s.auth()
+	for _, h := range [...][2]string{{"Authorization", header}, {"X-Scope-OrgID", s.target.tenant}} {
+		if h[1] != "" {
+			req.Header.Set(h[0], h[1])
+		}
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
@@ -698,34 +669,18 @@ func (s *shipper) split(r *request) bool {
 	if len(values) < 2 {
 		return false
 	}
-	n := len(values) / 2
-	a := &request{body: s.encodeValues(values[:n]), lines: n, last: r.last - int64(len(values)-n)}
-	b := &request{body: s.encodeValues(values[n:]), lines: len(values) - n, last: r.last}
+	halves := [2]*request{{lines: len(values) / 2, last: r.last - int64(len(values)-len(values)/2)}, {lines: len(values) - len(values)/2, last: r.last}}
+	for h, vs := range [][][2]jsontext.Value{values[:len(values)/2], values[len(values)/2:]} {
+		for _, v := range vs {
+			s.add(v[0], v[1])
+		}
+		halves[h].body = s.compressed()
+	}
+	a, b := halves[0], halves[1]
 	i := slices.Index(s.queue, r)
 	s.queue = append(s.queue[:i], append([]*request{a, b}, s.queue[i+1:]...)...)
 	s.batch.hold(cap(a.body) + cap(b.body) - cap(r.body))
 	return true
-}
-
-// encodeValues returns the compressed push request for values already
-// encoded, with the labels of their streams.
-func (s *shipper) encodeValues(values [][2]jsontext.Value) []byte {
-	b := []byte(`{"streams":[`)
-	for i, v := range values {
-		switch {
-		case i == 0:
-		case bytes.Equal(v[0], values[i-1][0]):
-			b = append(b, ',')
-			b = append(b, v[1]...)
-			continue
-		default:
-			b = append(b, "]},"...)
-		}
-		b = append(append(append(append(b, `{"stream":`...), v[0]...), `,"values":[`...), v[1]...)
-	}
-	s.zw.Reset(&s.out)
-	s.zw.Write(append(b, "]}]}"...))
-	return s.compressed()
 }
 
 // pushURL returns the push endpoint for a base URL: the URL itself if it
@@ -799,61 +754,50 @@ func streamJSON(labels map[string]string, src source) []byte {
 	return append(b, '}')
 }
 
-// hint tells what to check for a status that retrying can't fix.
-func hint(status int) string {
-	switch status {
-	case http.StatusUnauthorized, http.StatusForbidden:
-		return " (check LOKI_USERNAME and LOKI_PASSWORD, LOKI_BEARER_TOKEN or LOKI_TENANT_ID)"
-	case http.StatusNotFound, http.StatusMethodNotAllowed:
-		return " (check LOKI_URL)"
-	}
-	return ""
-}
-
 // encode returns the gzip-compressed JSON push request for es. Streams are
 // grouped by source; within a stream entries keep their order.
 func (s *shipper) encode(es []entry) []byte {
-	s.zw.Reset(&s.out)
-	b := append(s.scratch[:0], `{"streams":[`...)
-	first := true
+	var value []byte
 	for src := range numSources {
-		n := 0
 		for i := range es {
-			if es[i].src != src {
-				continue
+			if es[i].src == src {
+				value = appendValue(value[:0], &es[i])
+				s.add(s.streams[src], value)
 			}
-			if n == 0 {
-				if !first {
-					b = append(b, ',')
-				}
-				first = false
-				b = append(b, `{"stream":`...)
-				b = append(b, s.streams[src]...)
-				b = append(b, `,"values":[`...)
-			} else {
-				b = append(b, ',')
-			}
-			n++
-			b = appendValue(b, &es[i])
-			if len(b) >= 32<<10 {
-				s.zw.Write(b)
-				b = b[:0]
-			}
-		}
-		if n > 0 {
-			b = append(b, "]}"...)
 		}
 	}
-	s.zw.Write(append(b, "]}"...))
-	s.scratch = b[:0]
 	return s.compressed()
 }
 
-// compressed ends what s.zw compressed into s.out and returns a copy.
+// add appends value, of the stream with labels (a JSON object), to the
+// request being built in s.json, and hands it to the compressor now and
+// then. A value of another stream than the last starts its stream.
+func (s *shipper) add(labels, value []byte) {
+	switch {
+	case s.labels == nil:
+		s.zw.Reset(&s.out)
+		s.json = append(s.json[:0], `{"streams":[`...)
+	case bytes.Equal(labels, s.labels):
+		s.json = append(append(s.json, ','), value...)
+		return
+	default:
+		s.json = append(s.json, "]},"...)
+	}
+	s.labels = labels
+	s.json = append(append(append(append(s.json, `{"stream":`...), labels...), `,"values":[`...), value...)
+	if len(s.json) >= 32<<10 {
+		s.zw.Write(s.json)
+		s.json = s.json[:0]
+	}
+}
+
+// compressed ends the request being built and returns it, compressed.
 func (s *shipper) compressed() []byte {
+	s.zw.Write(append(s.json, "]}]}"...))
 	s.zw.Close()
 	body := bytes.Clone(s.out.Bytes())
 	s.out.Reset()
+	s.labels = nil
 	return body
 }
 
@@ -893,13 +837,6 @@ func appendValue(b []byte, e *entry) []byte {
 	return append(b, ']')
 }
 
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
 // retryable reports whether a push answered with status may succeed later.
 func retryable(status int) bool {
 	return status == http.StatusTooManyRequests || status >= 500
@@ -921,32 +858,21 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 
 // rejectedLines reads a Loki 400 answer to a push of n lines and returns how
 // many lines were rejected, and how many of those for their age. Loki
-// writes one line per rejected entry, or a "total ignored: N out of M"
-// summary per stream; an answer it can't read counts all n.
+// writes a "total ignored: N out of M" summary per stream, or one line per
+// rejected entry; an answer it can't read counts all n.
 func rejectedLines(body string, n int) (rejected, tooOld int) {
-	old := strings.Contains(body, "too old") || strings.Contains(body, "too far behind")
-	const total = "total ignored: "
-	for rest := body; ; {
-		i := strings.Index(rest, total)
-		if i < 0 {
-			break
-		}
-		rest = rest[i+len(total):]
-		digits := len(rest) - len(strings.TrimLeft(rest, "0123456789"))
-		k, _ := strconv.Atoi(rest[:digits])
+	parts := strings.Split(body, "total ignored: ")
+	for _, part := range parts[1:] {
+		k, _ := strconv.Atoi(part[:len(part)-len(strings.TrimLeft(part, "0123456789"))])
 		rejected += min(max(k, 0), n)
 	}
-	if !strings.Contains(body, total) {
-		for _, line := range strings.Split(body, "\n") {
-			if strings.Contains(line, "for stream") {
-				rejected++
-			}
-		}
+	if len(parts) == 1 {
+		rejected = strings.Count(body, "for stream")
 	}
 	if rejected <= 0 || rejected > n {
 		rejected = n
 	}
-	if old {
+	if strings.Contains(body, "too old") || strings.Contains(body, "too far behind") {
 		tooOld = rejected
 	}
 	return rejected, tooOld

@@ -44,7 +44,7 @@ func testShipper(t testing.TB, target lokiTarget) (*shipper, *syncBuffer) {
 	if target.labels == nil {
 		target.labels = map[string]string{"service_name": "orders-api"}
 	}
-	s := newShipper(target, newBatch(8<<20, 1<<20), &onceLogger{log: log.New(out, "", 0), seen: map[string]bool{}}, "test", time.Second)
+	s := newShipper(target, newBatch(8<<20, 1<<20), &onceLogger{log: log.New(out, "", 0)}, "test", time.Second)
 	return s, out
 }
 

@@ -39,16 +39,14 @@ var version = "devel"
 
 // Defaults of the configuration, and fixed timings.
 const (
-	defaultListenerPort       = 4243
-	defaultTypes              = "function,platform.report,platform.error"
-	defaultTelemetryMaxItems  = 1000
-	defaultTelemetryMaxBytes  = 262144
-	defaultTelemetryTimeoutMs = 25
+	defaultListenerPort = 4243
+	defaultTypes        = "function,platform.report,platform.error"
+	// Telemetry API buffering: events and bytes per delivery, and its
+	// longest wait, in ms.
+	defaultTelemetryMaxItems, defaultTelemetryMaxBytes, defaultTelemetryTimeoutMs = 1000, 262144, 25
 	// The buffer's cap is bufferPerMB for each MB of the function's
 	// memory, within bufferMin and bufferMax: 4 MiB at 128 MB.
-	bufferPerMB = 32 << 10
-	bufferMin   = 1 << 20
-	bufferMax   = 64 << 20
+	bufferPerMB, bufferMin, bufferMax = 32 << 10, 1 << 20, 64 << 20
 	// memoryHeadroom over the buffer's cap is the Go runtime's soft
 	// memory limit: the heap beyond the buffer, and the runtime's own.
 	memoryHeadroom       = 6 << 20
@@ -62,16 +60,13 @@ const (
 	shutdownMargin = 150 * time.Millisecond
 	// shutdownQuiet: at SHUTDOWN, telemetry is taken to be complete once
 	// none has arrived for this long; shutdownMaxWait caps that wait.
-	shutdownQuiet   = 100 * time.Millisecond
-	shutdownMaxWait = 300 * time.Millisecond
+	shutdownQuiet, shutdownMaxWait = 100 * time.Millisecond, 300 * time.Millisecond
 	// fallbackShutdown is the budget when SHUTDOWN carries no usable
 	// deadline (none, or more than maxShutdown away).
-	fallbackShutdown = 1500 * time.Millisecond
-	maxShutdown      = 10 * time.Second
+	fallbackShutdown, maxShutdown = 1500 * time.Millisecond, 10 * time.Second
 	// invokeMargin is kept free before an invocation's deadline;
 	// maxInvocation stands in for a missing or unusable one.
-	invokeMargin  = 50 * time.Millisecond
-	maxInvocation = 15 * time.Minute
+	invokeMargin, maxInvocation = 50 * time.Millisecond, 15 * time.Minute
 )
 
 func main() {
@@ -95,17 +90,15 @@ func main() {
 
 // config is the extension's configuration, read once from the environment.
 type config struct {
-	target           lokiTarget
-	types            typeFilter
-	port             int
-	buffering        buffering
-	bufferBytes      int
-	maxLineBytes     int
-	flushInterval    time.Duration
-	flushTimeout     time.Duration // cap on the time a flush adds to an invocation
-	runtimeDoneWait  time.Duration // cap on the wait for platform.runtimeDone; 0: the deadline
-	managedInstances bool          // Lambda Managed Instances: SHUTDOWN only, concurrent invocations
-	adaptive         bool          // LOKI_FLUSH_MODE=adaptive
+	target                          lokiTarget
+	types                           typeFilter
+	buffering                       buffering
+	port, bufferBytes, maxLineBytes int
+	flushInterval                   time.Duration
+	flushTimeout                    time.Duration // cap on the time a flush adds to an invocation
+	runtimeDoneWait                 time.Duration // cap on the wait for platform.runtimeDone; 0: the deadline
+	managedInstances                bool          // Lambda Managed Instances: SHUTDOWN only, concurrent invocations
+	adaptive                        bool          // LOKI_FLUSH_MODE=adaptive
 }
 
 // loadConfig reads the configuration. Its errors name the variable and the
@@ -258,16 +251,11 @@ func validTenant(t string) bool {
 // failing Loki costs the function one log line, not one per attempt.
 type onceLogger struct {
 	log  *log.Logger
-	mu   sync.Mutex // guards seen
-	seen map[string]bool
+	seen sync.Map // the kinds told
 }
 
 func (o *onceLogger) once(kind, format string, args ...any) {
-	o.mu.Lock()
-	seen := o.seen[kind]
-	o.seen[kind] = true
-	o.mu.Unlock()
-	if !seen {
+	if _, told := o.seen.LoadOrStore(kind, true); !told {
 		o.log.Printf(format, args...)
 	}
 }
@@ -303,7 +291,7 @@ func run(ctx context.Context, getenv func(string) string, name string, logger *l
 		return fmt.Errorf("register: %w", err)
 	}
 	if cfgErr != nil {
-		if err := api.initError(ctx, "Extension.ConfigInvalid", cfgErr); err != nil {
+		if err := api.reportError(ctx, "init/error", "Extension.ConfigInvalid", cfgErr); err != nil {
 			logger.Printf("init/error: %v", err)
 		}
 		return cfgErr
@@ -311,7 +299,7 @@ func run(ctx context.Context, getenv func(string) string, name string, logger *l
 
 	x, err := start(ctx, cfg, api, reg, getenv, logger)
 	if err != nil {
-		if err := api.initError(ctx, "Extension.ListenFailed", err); err != nil {
+		if err := api.reportError(ctx, "init/error", "Extension.ListenFailed", err); err != nil {
 			logger.Printf("init/error: %v", err)
 		}
 		return err
@@ -352,7 +340,7 @@ func start(ctx context.Context, cfg config, api *extensionClient, reg registerRe
 		cfg.target.labels["service_name"] = cmp.Or(reg.FunctionName, getenv("AWS_LAMBDA_FUNCTION_NAME"), "lambda")
 	}
 	b := newBatch(cfg.bufferBytes, flushBytes)
-	olog := &onceLogger{log: logger, seen: map[string]bool{}}
+	olog := &onceLogger{log: logger}
 	x := &extension{
 		cfg:      cfg,
 		api:      api,
@@ -369,7 +357,7 @@ func start(ctx context.Context, cfg config, api *extensionClient, reg registerRe
 	go x.server.Serve(ln)
 
 	types := []string{"platform", "function"}
-	if cfg.types.extension {
+	if cfg.types["extension"] {
 		types = append(types, "extension")
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
@@ -473,20 +461,10 @@ func (x *extension) shutdown(ctx context.Context, ev lifecycleEvent) {
 // awaitQuiet waits until no telemetry has arrived for shutdownQuiet since
 // SHUTDOWN, at most shutdownMaxWait and never past end.
 func (x *extension) awaitQuiet(end time.Time) {
-	start := time.Now()
-	limit := start.Add(shutdownMaxWait)
-	if end.Before(limit) {
-		limit = end
-	}
-	for time.Now().Before(limit) {
-		last := x.listener.lastDeliveryTime()
-		if last.Before(start) {
-			last = start
-		}
-		if time.Since(last) >= shutdownQuiet {
+	for start := time.Now(); time.Since(start) < shutdownMaxWait && time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) >= shutdownQuiet && time.Since(x.listener.lastDeliveryTime()) >= shutdownQuiet {
 			return
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -497,6 +475,6 @@ func (x *extension) fail(ctx context.Context, err error) error {
 	defer cancel()
 	x.shipper.flush(fctx, x.batch.mark(), true)
 	x.shipper.stop()
-	x.api.exitError(ctx, "Extension.NextFailed", err)
+	x.api.reportError(ctx, "exit/error", "Extension.NextFailed", err)
 	return err
 }

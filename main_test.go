@@ -29,7 +29,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		flushInterval: time.Second,
 		flushTimeout:  300 * time.Millisecond,
 	}
-	if diff := cmp.Diff(want, cfg, cmp.AllowUnexported(config{}, lokiTarget{}, typeFilter{})); diff != "" {
+	if diff := cmp.Diff(want, cfg, cmp.AllowUnexported(config{}, lokiTarget{})); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 }
@@ -59,7 +59,7 @@ func TestLoadConfigSettings(t *testing.T) {
 	want := config{
 		target: lokiTarget{pushURL: "https://logs.example.net/loki/api/v1/push", authorization: "Basic MTIzNDU2OmdsY190b2tlbg==",
 			tenant: "team-a", labels: map[string]string{"env": "prod"}},
-		types:            typeFilter{function: true, extension: true, platformTypes: map[string]bool{}},
+		types:            typeFilter{"function": true, "extension": true},
 		port:             5000,
 		buffering:        buffering{MaxItems: 10000, MaxBytes: 1048576, TimeoutMs: 100},
 		bufferBytes:      2 << 20,
@@ -70,7 +70,7 @@ func TestLoadConfigSettings(t *testing.T) {
 		managedInstances: true,
 		adaptive:         true,
 	}
-	if diff := cmp.Diff(want, cfg, cmp.AllowUnexported(config{}, lokiTarget{}, typeFilter{})); diff != "" {
+	if diff := cmp.Diff(want, cfg, cmp.AllowUnexported(config{}, lokiTarget{})); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
 	cfg, err = loadConfig(mapEnv(map[string]string{"LOKI_URL": "http://loki:3100", "LOKI_BEARER_TOKEN": "tok\n"}))

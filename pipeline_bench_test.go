@@ -21,7 +21,7 @@ func BenchmarkPipeline(b *testing.B) {
 	defer loki.Close()
 	s, _ := testShipper(b, lokiTarget{pushURL: loki.URL + pushPath})
 	runShipper(b, s)
-	l := newListener(s.batch, typeFilter{function: true}, defaultMaxLineBytes, "x: ", true)
+	l := newListener(s.batch, typeFilter{"function": true}, defaultMaxLineBytes, "x: ", true)
 	srv := httptest.NewServer(l)
 	defer srv.Close()
 	var events []map[string]any

@@ -47,10 +47,8 @@ type registerResponse struct {
 
 // lifecycleEvent is an INVOKE or SHUTDOWN event returned by /next.
 type lifecycleEvent struct {
-	EventType      string
-	DeadlineMs     int64
-	RequestID      string
-	ShutdownReason string
+	EventType, RequestID, ShutdownReason string
+	DeadlineMs                           int64
 }
 
 // apiError is a non-success answer of a Lambda API.
@@ -59,17 +57,11 @@ type apiError struct {
 	body   string
 }
 
-func (e *apiError) Error() string {
-	return fmt.Sprintf("status %d: %s", e.status, e.body)
-}
+func (e *apiError) Error() string { return fmt.Sprintf("status %d: %s", e.status, e.body) }
 
 // newExtensionClient returns a client for the API at runtimeAPI (host:port).
 func newExtensionClient(runtimeAPI, name string) *extensionClient {
-	return &extensionClient{
-		baseURL: "http://" + runtimeAPI,
-		name:    name,
-		http:    &http.Client{},
-	}
+	return &extensionClient{baseURL: "http://" + runtimeAPI, name: name, http: &http.Client{}}
 }
 
 // register registers the extension for events and keeps its identifier.
@@ -120,16 +112,8 @@ func (c *extensionClient) next(ctx context.Context) (lifecycleEvent, error) {
 	return ev, err
 }
 
-// initError reports a failed initialization; Lambda then fails the Init phase.
-func (c *extensionClient) initError(ctx context.Context, errorType string, cause error) error {
-	return c.reportError(ctx, "init/error", errorType, cause)
-}
-
-// exitError reports an unexpected failure before the extension exits.
-func (c *extensionClient) exitError(ctx context.Context, errorType string, cause error) error {
-	return c.reportError(ctx, "exit/error", errorType, cause)
-}
-
+// reportError reports a failure at path: init/error fails the Init phase,
+// exit/error tells of a failure before the extension exits.
 func (c *extensionClient) reportError(ctx context.Context, path, errorType string, cause error) error {
 	body, _ := jsontext.AppendQuote([]byte(`{"errorMessage":`), cause.Error())
 	body, _ = jsontext.AppendQuote(append(body, `,"errorType":`...), errorType)

@@ -32,17 +32,10 @@ type subscribeRequest struct {
 }
 
 // buffering tells Lambda how long and how much to batch before a delivery.
-type buffering struct {
-	MaxItems  int
-	MaxBytes  int
-	TimeoutMs int
-}
+type buffering struct{ MaxItems, MaxBytes, TimeoutMs int }
 
 // destination is where Lambda POSTs telemetry batches.
-type destination struct {
-	Protocol string
-	URI      string
-}
+type destination struct{ Protocol, URI string }
 
 // appendJSON appends the request as the Telemetry API's JSON.
 func (sr subscribeRequest) appendJSON(b []byte) []byte {
