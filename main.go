@@ -290,19 +290,18 @@ func run(ctx context.Context, getenv func(string) string, name string, logger *l
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
-	if cfgErr != nil {
-		if err := api.reportError(ctx, "init/error", "Extension.ConfigInvalid", cfgErr); err != nil {
-			logger.Printf("init/error: %v", err)
-		}
-		return cfgErr
-	}
-
-	x, err := start(ctx, cfg, api, reg, getenv, logger)
-	if err != nil {
-		if err := api.reportError(ctx, "init/error", "Extension.ListenFailed", err); err != nil {
-			logger.Printf("init/error: %v", err)
+	initFailed := func(errorType string, err error) error {
+		if rerr := api.reportError(ctx, "init/error", errorType, err); rerr != nil {
+			logger.Printf("init/error: %v", rerr)
 		}
 		return err
+	}
+	if cfgErr != nil {
+		return initFailed("Extension.ConfigInvalid", cfgErr)
+	}
+	x, err := start(ctx, cfg, api, reg, getenv, logger)
+	if err != nil {
+		return initFailed("Extension.ListenFailed", err)
 	}
 	// Lambda ends extensions with SHUTDOWN, not signals; a stray SIGTERM or
 	// SIGINT only asks for a flush.
@@ -341,14 +340,8 @@ func start(ctx context.Context, cfg config, api *extensionClient, reg registerRe
 	}
 	b := newBatch(cfg.bufferBytes, flushBytes)
 	olog := &onceLogger{log: logger}
-	x := &extension{
-		cfg:      cfg,
-		api:      api,
-		batch:    b,
-		listener: newListener(b, cfg.types, cfg.maxLineBytes, logger.Prefix(), !cfg.managedInstances),
-		shipper:  newShipper(cfg.target, b, olog, version, cfg.flushInterval),
-		log:      olog,
-	}
+	x := &extension{cfg: cfg, api: api, batch: b, log: olog, shipper: newShipper(cfg.target, b, olog, version, cfg.flushInterval),
+		listener: newListener(b, cfg.types, cfg.maxLineBytes, logger.Prefix(), !cfg.managedInstances)}
 	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.port))
 	if err != nil {
 		return nil, fmt.Errorf("LOKI_LISTENER_PORT: listen for telemetry: %w", err)
@@ -360,8 +353,9 @@ func start(ctx context.Context, cfg config, api *extensionClient, reg registerRe
 	if cfg.types["extension"] {
 		types = append(types, "extension")
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	switch err := api.subscribe(ctx, newSubscribeRequest(types, cfg.buffering, port)); {
+	uri := "http://sandbox.localdomain:" + strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	sr := subscribeRequest{SchemaVersion: schemaVersion, Types: types, Buffering: cfg.buffering, Destination: destination{Protocol: "HTTP", URI: uri}}
+	switch err := api.subscribe(ctx, sr); {
 	case err == nil:
 		x.telemetry = true
 	case errors.Is(err, errTelemetryUnsupported):
@@ -444,15 +438,12 @@ func (x *extension) shutdown(ctx context.Context, ev lifecycleEvent) {
 	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	x.server.Shutdown(cctx) // no line arrives after this: the count is exact
 	cancel()
-	dctx, cancel := context.WithDeadline(ctx, end)
-	x.shipper.flush(dctx, x.batch.mark(), true)
-	cancel()
-	if n := x.shipper.stop(); n > 0 {
-		x.batch.count(func(c *counters) { c.droppedAtExit += int64(n) })
-	}
-	sctx, cancel := context.WithDeadline(ctx, end)
-	x.shipper.pushStats(sctx)
-	cancel()
+	ectx, cancel := context.WithDeadline(ctx, end)
+	defer cancel()
+	x.shipper.flush(ectx, x.batch.mark(), true)
+	n := x.shipper.stop()
+	x.batch.count(func(c *counters) { c.droppedAtExit += int64(n) })
+	x.shipper.pushStats(ectx)
 	c := x.batch.counters()
 	x.log.log.Printf("shutdown (%s): %d lines sent; dropped: %d buffer full, %d rejected by Loki, %d at shutdown, %d by Lambda; %d retries",
 		strings.ToLower(ev.ShutdownReason), c.sent, c.droppedFull, c.droppedLoki, c.droppedAtExit, c.droppedByLambda, c.retries)

@@ -24,12 +24,9 @@ const (
 	// refreshEvery a fetched secret is fetched again, for rotations that
 	// Loki has not refused yet; rotationPause is the least time between a
 	// fetch and one asked for by a refusal.
-	refreshEvery  = time.Hour
-	rotationPause = 10 * time.Second
-	awsTimeout    = 10 * time.Second
+	refreshEvery, rotationPause, awsTimeout = time.Hour, 10 * time.Second, 10 * time.Second
 	// retryBaseFetch and retryMaxFetch shape the backoff of failed fetches.
-	retryBaseFetch = time.Second
-	retryMaxFetch  = 5 * time.Minute
+	retryBaseFetch, retryMaxFetch = time.Second, 5 * time.Minute
 )
 
 // secretRef is a credential kept in AWS: a Secrets Manager secret (a key of
@@ -81,7 +78,6 @@ type secrets struct {
 
 	mu      sync.Mutex // guards the fields below
 	header  string     // the Authorization header, once fetched
-	fetched time.Time
 	failing bool
 }
 
@@ -96,26 +92,22 @@ func (c *secrets) authorization() (string, bool) {
 	return c.header, c.failing
 }
 
-// refresh asks for the credentials again, after Loki refused them, unless
-// they were fetched less than rotationPause ago.
+// refresh asks for the credentials again, after Loki refused them.
 func (c *secrets) refresh() {
-	c.mu.Lock()
-	recent := time.Since(c.fetched) < rotationPause
-	c.mu.Unlock()
-	if !recent {
-		select {
-		case c.again <- struct{}{}:
-		default:
-		}
+	select {
+	case c.again <- struct{}{}:
+	default:
 	}
 }
 
-// run fetches the credentials until ctx ends, the first time at once; a
-// failure is told once per kind and retried with a backoff.
+// run fetches the credentials until ctx ends, the first time at once, and
+// again at most once in rotationPause when Loki refused them. A failure
+// is told once per kind and retried with a backoff.
 func (c *secrets) run(ctx context.Context) {
 	for delay := retryBaseFetch; ; {
+		fetched := time.Now()
+		header, err := c.fetch(ctx)
 		wait := refreshEvery
-		err := c.fetch(ctx)
 		if err != nil {
 			c.log.once(err.Error(), "%v; lines stay buffered, retrying", err)
 			wait, delay = delay, min(2*delay, retryMaxFetch)
@@ -124,7 +116,7 @@ func (c *secrets) run(ctx context.Context) {
 		}
 		c.mu.Lock()
 		if c.failing = err != nil; !c.failing {
-			c.fetched = time.Now()
+			c.header = header
 		}
 		c.mu.Unlock()
 		c.changed()
@@ -133,36 +125,33 @@ func (c *secrets) run(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		case <-c.again:
+			time.Sleep(time.Until(fetched.Add(rotationPause)))
 		}
 	}
 }
 
-// fetch reads every credential kept in AWS and makes the header.
-func (c *secrets) fetch(ctx context.Context) error {
+// fetch reads every credential kept in AWS and returns the header.
+func (c *secrets) fetch(ctx context.Context) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, awsTimeout)
 	defer cancel()
 	creds, err := c.credentials(ctx)
-	if err != nil {
-		return err
-	}
 	v := c.values
 	for i, r := range c.refs {
-		if r == nil {
-			continue
+		if r != nil && err == nil {
+			if v[i], err = c.value(ctx, r, creds); err != nil {
+				return "", fmt.Errorf("%s: read %s: %w", r.variable, r.arn, err)
+			}
+			v[i] = strings.TrimSpace(v[i])
 		}
-		if v[i], err = c.value(ctx, r, creds); err != nil {
-			return fmt.Errorf("%s: read %s: %w", r.variable, r.arn, err)
-		}
-		v[i] = strings.TrimSpace(v[i])
+	}
+	if err != nil {
+		return "", err
 	}
 	header, err := authorization(v[0], v[1], v[2])
 	if err != nil {
-		return fmt.Errorf("the credentials kept in AWS: %w", err)
+		return "", fmt.Errorf("the credentials kept in AWS: %w", err)
 	}
-	c.mu.Lock()
-	c.header = header
-	c.mu.Unlock()
-	return nil
+	return header, nil
 }
 
 // credentials returns the function's AWS credentials: those Lambda puts in
@@ -197,10 +186,7 @@ func (c *secrets) value(ctx context.Context, r *secretRef, creds awsCredentials)
 			body, _ = jsontext.AppendQuote(append(body, `,"`+f[0]+`":`...), f[1])
 		}
 	}
-	domain := "amazonaws.com"
-	if strings.HasPrefix(r.arn, "arn:aws-cn:") {
-		domain += ".cn"
-	}
+	domain := map[bool]string{false: "amazonaws.com", true: "amazonaws.com.cn"}[strings.HasPrefix(r.arn, "arn:aws-cn:")]
 	endpoint := cmp.Or(c.getenv(env), c.getenv("AWS_ENDPOINT_URL"), "https://"+r.service+"."+r.region+"."+domain)
 	body = append(body, '}')
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))

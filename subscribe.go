@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 )
 
 const (
@@ -52,19 +51,6 @@ func (sr subscribeRequest) appendJSON(b []byte) []byte {
 	b, _ = jsontext.AppendQuote(append(b, `,"destination":{"protocol":`...), sr.Destination.Protocol)
 	b, _ = jsontext.AppendQuote(append(b, `,"URI":`...), sr.Destination.URI)
 	return append(b, "}}"...)
-}
-
-// newSubscribeRequest asks for types, delivered to the listener on port.
-func newSubscribeRequest(types []string, buf buffering, port int) subscribeRequest {
-	return subscribeRequest{
-		SchemaVersion: schemaVersion,
-		Types:         types,
-		Buffering:     buf,
-		Destination: destination{
-			Protocol: "HTTP",
-			URI:      "http://sandbox.localdomain:" + strconv.Itoa(port),
-		},
-	}
 }
 
 // subscribe subscribes to the Telemetry API; it must happen before the first
