@@ -40,13 +40,7 @@ type entry struct {
 }
 
 // metadata is the structured metadata of an entry; empty fields are omitted.
-type metadata struct {
-	requestID string
-	traceID   string
-	tenantID  string
-	level     string
-	eventType string
-}
+type metadata struct{ requestID, traceID, tenantID, level, eventType string }
 
 // cost is what e holds of the heap while it is queued.
 func (e *entry) cost() int { return len(e.line) + len(e.line)/16 + 8 + entrySize*5/4 }
@@ -123,10 +117,7 @@ func (b *batch) add(es []entry) {
 	full := b.queued >= b.flushBytes
 	b.mu.Unlock()
 	if full {
-		select {
-		case b.ready <- struct{}{}:
-		default:
-		}
+		notify(b.ready)
 	}
 }
 

@@ -186,11 +186,9 @@ func (l *listener) store(body *bytes.Buffer) error {
 		c.truncated, c.droppedByLambda, c.droppedFull = c.truncated+dv.truncated, c.droppedByLambda+dv.dropped, c.droppedFull+int64(dv.overflow)
 	})
 	if len(dv.done) > 0 {
-		select {
-		case l.doneSignal <- struct{}{}:
-		default:
-		}
+		notify(l.doneSignal)
 	}
+
 	return nil
 }
 
@@ -447,18 +445,11 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 		if line, ok := l.escapedLine(raw); ok {
 			// The common text line: kept as Lambda escaped it, so that it
 			// is neither unescaped here nor escaped again for Loki.
-			if src == sourceExtension && strings.HasPrefix(line, l.ownPrefix) {
-				return entry{}, false
-			}
 			e.line, e.escaped = line, true
 			e.meta.requestID, e.meta.level = parseTextPrefix(line, `\t`)
 			break
 		}
-		s := unquote(raw)
-		if src == sourceExtension && strings.HasPrefix(s, l.ownPrefix) {
-			return entry{}, false
-		}
-		e.line = strings.TrimSuffix(s, "\n")
+		e.line = strings.TrimSuffix(unquote(raw), "\n")
 		if fields = new(recordFields); !strings.HasPrefix(e.line, "{") || !l.readRecord(jsontext.Value(e.line), fields) {
 			e.meta.requestID, e.meta.level = parseTextPrefix(e.line, "\t")
 			break // not JSON printed as text
@@ -479,11 +470,10 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 	default: // a number, array, bool or null: kept as written
 		e.line = string(raw)
 	}
-	sp := l.spanOf(e.meta.requestID, at)
-	if e.meta.requestID == "" && (!l.inferRequestID || sp == nil) {
-		return e, true
+	if src == sourceExtension && strings.HasPrefix(e.line, l.ownPrefix) {
+		return entry{}, false // escaped or not: the prefix has nothing to escape
 	}
-	if sp != nil {
+	if sp := l.spanOf(e.meta.requestID, at); sp != nil && (e.meta.requestID != "" || l.inferRequestID) {
 		e.meta.requestID, e.meta.traceID = sp.requestID, sp.traceID
 		e.meta.tenantID = cmp.Or(e.meta.tenantID, sp.tenantID)
 	}
@@ -735,15 +725,9 @@ func parseTime(raw jsontext.Value) (time.Time, bool) {
 // "<time>\t<request id>\t<LEVEL>\t<message>", Python "[<LEVEL>]\t<time>\t<request id>\t<message>".
 // tab is how the line writes a tab: "\t", or `\t` if it is still escaped.
 func parseTextPrefix(line, tab string) (requestID, level string) {
-	f1, rest, ok := strings.Cut(line, tab)
-	if !ok {
-		return "", ""
-	}
-	f2, rest, ok := strings.Cut(rest, tab)
-	if !ok {
-		return "", ""
-	}
-	f3, _, ok := strings.Cut(rest, tab)
+	f1, rest, _ := strings.Cut(line, tab)
+	f2, rest, _ := strings.Cut(rest, tab)
+	f3, _, ok := strings.Cut(rest, tab) // not ok if either cut before was not
 	if !ok || strings.Contains(f1, `\`) || strings.Contains(f2, `\`) || strings.Contains(f3, `\`) {
 		return "", "" // no such field has a backslash: tab matched inside an escape
 	}
@@ -786,7 +770,7 @@ func traceID(value string) string {
 }
 
 // truncate cuts line to at most max bytes, on a rune boundary, ending with a
-// truncate cuts line to at most max bytes, on a rune boundary, ending with a
+
 // marker that says how much was cut.
 func truncate(line string, limit int) string {
 	const marker = "…[truncated %d bytes]"

@@ -216,12 +216,7 @@ func (s *shipper) flush(ctx context.Context, mark int64, final bool) {
 }
 
 // kick asks for what is queued to be sent now, without waiting.
-func (s *shipper) kick() {
-	select {
-	case s.kicks <- struct{}{}:
-	default:
-	}
-}
+func (s *shipper) kick() { notify(s.kicks) }
 
 // pause tells the shipper that the event loop goes to /next, after which
 // the environment may freeze; resume, that /next returned.
@@ -380,10 +375,7 @@ func (s *shipper) send(ctx context.Context, urgent bool) {
 	case s.failures > 0:
 		slots = 1
 	}
-	if _, missing, _ := s.auth(); missing {
-		slots = 0
-	}
-	if s.now().Before(s.retryAt) {
+	if _, missing, _ := s.auth(); missing || s.now().Before(s.retryAt) {
 		slots = 0
 	}
 	for s.inFlight < slots {
@@ -573,9 +565,7 @@ func (s *shipper) pushStats(ctx context.Context) {
 // changed since the last one, or always if final.
 func (s *shipper) stats(final bool) *request {
 	c, r := s.batch.counters(), s.reported
-	changed := c.retries != r.retries || c.truncated != r.truncated || c.droppedFull != r.droppedFull ||
-		c.droppedLoki != r.droppedLoki || c.droppedAtExit != r.droppedAtExit || c.droppedByLambda != r.droppedByLambda
-	if !changed && !final {
+	if r.sent = c.sent; c == r && !final { // sent is no trouble
 		return nil
 	}
 	s.reported = c
@@ -635,10 +625,7 @@ type wire struct {
 func (w *wire) Read(p []byte) (int, error) {
 	n, err := w.body.Read(p)
 	if err == io.EOF && !w.r.written.Swap(true) {
-		select {
-		case w.s.wrote <- struct{}{}:
-		default:
-		}
+		notify(w.s.wrote)
 	}
 	return n, err
 }
@@ -813,28 +800,19 @@ func appendValue(b []byte, e *entry) []byte {
 	} else {
 		b, _ = jsontext.AppendQuote(b, e.line) // invalid UTF-8 becomes U+FFFD
 	}
-	m := &e.meta
-	if *m != (metadata{}) {
-		b = append(b, ",{"...)
-		sep := false
-		for _, kv := range [...]struct{ k, v string }{
-			{"request_id", m.requestID}, {"trace_id", m.traceID}, {"tenant_id", m.tenantID}, {"level", m.level}, {"event_type", m.eventType},
-		} {
-			if kv.v == "" {
-				continue
-			}
-			if sep {
-				b = append(b, ',')
-			}
-			sep = true
-			b = append(b, '"')
-			b = append(b, kv.k...)
-			b = append(b, `":`...)
-			b, _ = jsontext.AppendQuote(b, kv.v)
+	m, sep := &e.meta, ",{"
+	for _, kv := range [...][2]string{{`"request_id":`, m.requestID}, {`"trace_id":`, m.traceID},
+		{`"tenant_id":`, m.tenantID}, {`"level":`, m.level}, {`"event_type":`, m.eventType}} {
+		if kv[1] != "" {
+			b, _ = jsontext.AppendQuote(append(append(b, sep...), kv[0]...), kv[1])
+			sep = ","
 		}
+	}
+	if sep == "," {
 		b = append(b, '}')
 	}
 	return append(b, ']')
+
 }
 
 // retryable reports whether a push answered with status may succeed later.

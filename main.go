@@ -212,27 +212,25 @@ type envReader struct {
 }
 
 func (r *envReader) int(name string, def, lo, hi int) int {
-	v := strings.TrimSpace(r.getenv(name))
-	if v == "" || r.err != nil {
-		return def
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < lo || n > hi {
-		r.err = fmt.Errorf("%s: %q is not a whole number from %d to %d (default %d)", name, v, lo, hi, def)
-	}
-	return n
+	return envNumber(r, name, def, lo, hi, strconv.Atoi, "a whole number")
 }
 
 func (r *envReader) duration(name string, def, lo, hi time.Duration) time.Duration {
+	return envNumber(r, name, def, lo, hi, time.ParseDuration, "a duration such as 500ms or 2s")
+}
+
+// envNumber reads the variable name with parse: def if it is not set, and
+// an error kept in r if it is not what kind says, within lo and hi.
+func envNumber[T int | time.Duration](r *envReader, name string, def, lo, hi T, parse func(string) (T, error), kind string) T {
 	v := strings.TrimSpace(r.getenv(name))
 	if v == "" || r.err != nil {
 		return def
 	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < lo || d > hi {
-		r.err = fmt.Errorf("%s: %q is not a duration from %v to %v such as 500ms or 2s (default %v)", name, v, lo, hi, def)
+	n, err := parse(v)
+	if err != nil || n < lo || n > hi {
+		r.err = fmt.Errorf("%s: %q is not %s from %v to %v (default %v)", name, v, kind, lo, hi, def)
 	}
-	return d
+	return n
 }
 
 func envOr(getenv func(string) string, name, def string) string {
@@ -257,6 +255,14 @@ type onceLogger struct {
 func (o *onceLogger) once(kind, format string, args ...any) {
 	if _, told := o.seen.LoadOrStore(kind, true); !told {
 		o.log.Printf(format, args...)
+	}
+}
+
+// notify sends on ch, of capacity 1, unless a value already waits there.
+func notify(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json/jsontext"
 	"errors"
@@ -67,14 +66,8 @@ func newExtensionClient(runtimeAPI, name string) *extensionClient {
 // register registers the extension for events and keeps its identifier.
 func (c *extensionClient) register(ctx context.Context, events []string) (registerResponse, error) {
 	var reg registerResponse
-	body := []byte(`{"events":[`)
-	for i, ev := range events {
-		if i > 0 {
-			body = append(body, ',')
-		}
-		body, _ = jsontext.AppendQuote(body, ev)
-	}
-	resp, answer, err := c.call(ctx, http.MethodPost, "/extension/register", append(body, "]}"...))
+	body := `{"events":["` + strings.Join(events, `","`) + `"]}` // names with nothing to escape
+	resp, answer, err := c.call(ctx, http.MethodPost, "/extension/register", []byte(body))
 	if err != nil {
 		return reg, err
 	}
@@ -83,7 +76,7 @@ func (c *extensionClient) register(ctx context.Context, events []string) (regist
 	}
 	err = readObject(answer, func(name string, v jsontext.Value) {
 		if name == "functionName" {
-			reg.FunctionName = stringOf(v)
+			reg.FunctionName = unquote(v)
 		}
 	})
 	return reg, err
@@ -100,13 +93,13 @@ func (c *extensionClient) next(ctx context.Context) (lifecycleEvent, error) {
 	err = readObject(answer, func(name string, v jsontext.Value) {
 		switch name {
 		case "eventType":
-			ev.EventType = stringOf(v)
+			ev.EventType = unquote(v)
 		case "deadlineMs":
 			ev.DeadlineMs, _ = strconv.ParseInt(string(v), 10, 64)
 		case "requestId":
-			ev.RequestID = stringOf(v)
+			ev.RequestID = unquote(v)
 		case "shutdownReason":
-			ev.ShutdownReason = stringOf(v)
+			ev.ShutdownReason = unquote(v)
 		}
 	})
 	return ev, err
@@ -161,33 +154,16 @@ func (c *extensionClient) call(ctx context.Context, method, path string, body []
 }
 
 // readObject reads b, which must be one JSON object, calling f with the
-// name and value of each member.
+// name and value of each member. The value is void once f returns.
 func readObject(b []byte, f func(name string, value jsontext.Value)) error {
-	d := jsontext.NewDecoder(bytes.NewReader(b), jsontext.AllowDuplicateNames(true))
-	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '{' {
-		return cmp.Or(err, errors.New("the answer is not a JSON object"))
+	d := jsontext.NewDecoder(bytes.NewReader(b), lenient()...)
+	if d.PeekKind() != '{' {
+		return errors.New("the answer is not a JSON object")
 	}
-	for d.PeekKind() == '"' {
-		name, err := d.ReadToken()
-		if err != nil {
-			return err
-		}
-		key := name.String() // before the next read voids the token
+	return members(d, func(name []byte) error {
+		key := string(name) // void after the next read
 		v, err := d.ReadValue()
-		if err != nil {
-			return err
-		}
 		f(key, v)
-	}
-	_, err := d.ReadToken()
-	return err
-}
-
-// stringOf returns the JSON string v decoded, or "" for another value.
-func stringOf(v jsontext.Value) string {
-	if v.Kind() != '"' {
-		return ""
-	}
-	s, _ := jsontext.AppendUnquote(nil, v)
-	return string(s)
+		return err
+	})
 }

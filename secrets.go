@@ -93,12 +93,7 @@ func (c *secrets) authorization() (string, bool) {
 }
 
 // refresh asks for the credentials again, after Loki refused them.
-func (c *secrets) refresh() {
-	select {
-	case c.again <- struct{}{}:
-	default:
-	}
-}
+func (c *secrets) refresh() { notify(c.again) }
 
 // run fetches the credentials until ctx ends, the first time at once, and
 // again at most once in rotationPause when Loki refused them. A failure
@@ -233,28 +228,16 @@ func (c *secrets) do(req *http.Request) ([]byte, error) {
 // jsonField returns the string at path in the JSON object b, as
 // {"Parameter":{"Value":"…"}} at Parameter, Value; "" if there is none.
 func jsonField(b []byte, path ...string) string {
-	d := jsontext.NewDecoder(bytes.NewReader(b))
-	for _, key := range path {
-		if tok, err := d.ReadToken(); err != nil || tok.Kind() != '{' {
-			return ""
+	var v jsontext.Value
+	readObject(b, func(name string, value jsontext.Value) {
+		if name == path[0] {
+			v = value.Clone()
 		}
-		for {
-			name, err := d.ReadToken()
-			if err != nil || name.Kind() != '"' {
-				return ""
-			}
-			if name.String() == key {
-				break
-			}
-			if d.SkipValue() != nil {
-				return ""
-			}
-		}
+	})
+	if len(path) > 1 {
+		return jsonField(v, path[1:]...)
 	}
-	if tok, err := d.ReadToken(); err == nil && tok.Kind() == '"' {
-		return tok.String()
-	}
-	return ""
+	return unquote(v)
 }
 
 // signV4 signs req, whose body is body, with AWS Signature Version 4 for

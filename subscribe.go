@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json/jsontext"
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 )
 
 const (
@@ -36,21 +36,11 @@ type buffering struct{ MaxItems, MaxBytes, TimeoutMs int }
 // destination is where Lambda POSTs telemetry batches.
 type destination struct{ Protocol, URI string }
 
-// appendJSON appends the request as the Telemetry API's JSON.
+// appendJSON appends the request as the Telemetry API's JSON. Its strings
+// are names and a URL of plain ASCII, which %q quotes as JSON does.
 func (sr subscribeRequest) appendJSON(b []byte) []byte {
-	b, _ = jsontext.AppendQuote(append(b, `{"schemaVersion":`...), sr.SchemaVersion)
-	b = append(b, `,"types":[`...)
-	for i, t := range sr.Types {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b, _ = jsontext.AppendQuote(b, t)
-	}
-	b = fmt.Appendf(b, `],"buffering":{"maxItems":%d,"maxBytes":%d,"timeoutMs":%d}`,
-		sr.Buffering.MaxItems, sr.Buffering.MaxBytes, sr.Buffering.TimeoutMs)
-	b, _ = jsontext.AppendQuote(append(b, `,"destination":{"protocol":`...), sr.Destination.Protocol)
-	b, _ = jsontext.AppendQuote(append(b, `,"URI":`...), sr.Destination.URI)
-	return append(b, "}}"...)
+	return fmt.Appendf(b, `{"schemaVersion":%q,"types":["%s"],"buffering":{"maxItems":%d,"maxBytes":%d,"timeoutMs":%d},"destination":{"protocol":%q,"URI":%q}}`,
+		sr.SchemaVersion, strings.Join(sr.Types, `","`), sr.Buffering.MaxItems, sr.Buffering.MaxBytes, sr.Buffering.TimeoutMs, sr.Destination.Protocol, sr.Destination.URI)
 }
 
 // subscribe subscribes to the Telemetry API; it must happen before the first
