@@ -11,13 +11,17 @@ export GOTOOLCHAIN=go1.27.3
 name=loki-extension
 # HTTP/2 is not needed to talk to Loki; leaving it out saves about 0.55 MB.
 tags=nethttpomithttp2
+# The version the extension tells Loki (User-Agent) and its logs: the commit,
+# or a tag on it. The same commit builds the same bytes.
+version=$(git describe --tags --always --dirty 2>/dev/null || echo devel)
 rm -rf dist
 mkdir -p dist
 for arch in amd64 arm64; do
   stage=$(mktemp -d)
   mkdir -p "$stage/extensions"
   CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -tags "$tags" -trimpath \
-    -ldflags '-s -w -buildid=' -o "$stage/extensions/$name" .
+    -ldflags "-s -w -buildid= -X main.version=$version" -o "$stage/extensions/$name" .
+
   chmod 0755 "$stage/extensions" "$stage/extensions/$name"
   # Fixed times and no extra attributes make the zip byte-identical each time.
   touch -h -d '2020-01-01T00:00:00Z' "$stage/extensions" "$stage/extensions/$name"
