@@ -228,9 +228,11 @@ type fakeLoki struct {
 	labels   []map[string]string
 	headers  []http.Header
 	stored   map[string]bool
-	dups     int // identical entries received again after being stored
-	active   int // requests received and not yet answered
-	busiest  int // the most requests unanswered at once
+	dups     int    // identical entries received again after being stored
+	auth     string // if set, the Authorization header a push needs; else 401
+	refused  int    // pushes answered 401
+	active   int    // requests received and not yet answered
+	busiest  int    // the most requests unanswered at once
 }
 
 func newFakeLoki(t *testing.T) *fakeLoki {
@@ -257,8 +259,19 @@ func (l *fakeLoki) push(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
+	l.mu.Lock()
+	refuse := l.auth != "" && r.Header.Get("Authorization") != l.auth
+	if refuse {
+		l.refused++
+	}
+	l.mu.Unlock()
+	if refuse {
+		http.Error(w, "invalid authentication credentials", http.StatusUnauthorized)
+		return
+	}
 	req, err := decodePush(r)
 	if err != nil {
+
 		l.t.Errorf("fake loki: bad push: %v", err)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return

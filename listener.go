@@ -257,12 +257,6 @@ func (l *listener) readEvents(dv *delivery, in []byte) (int64, error) {
 	d.ReadToken()
 	for d.PeekKind() != ']' {
 		at := d.InputOffset()
-		if d.PeekKind() != '{' {
-			if err := d.SkipValue(); err != nil {
-				return at, err
-			}
-			continue
-		}
 		var rawTime, rawType, record jsontext.Value
 		var fields *recordFields
 		err := members(d, func(name []byte) (err error) {
@@ -348,7 +342,9 @@ func number(v jsontext.Value) float64 {
 }
 
 // event converts one event and adds it to dv, if the configuration ships
-// it. l.mu is held.
+// it; an element of the array that is not an object has no type, and adds
+// nothing. l.mu is held.
+
 func (l *listener) event(dv *delivery, rawTime, rawType, record jsontext.Value, fields *recordFields) {
 	at, ok := parseTime(rawTime)
 	if !ok {
@@ -487,17 +483,14 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 func (l *listener) escapedLine(raw jsontext.Value) (string, bool) {
 	inner := raw[1 : len(raw)-1]
 	for _, nl := range []string{`\n`, `\u000a`, `\u000A`} {
-		if n := len(inner) - len(nl); n >= 0 && string(inner[n:]) == nl {
-			run := 1 // backslashes ending at n: odd means the last is an escape
-			for run <= n && inner[n-run] == '\\' {
-				run++
-			}
-			if run%2 == 1 {
-				inner = inner[:n]
+		if rest, ok := bytes.CutSuffix(inner, []byte(nl)); ok {
+			if (len(rest)-len(bytes.TrimRight(rest, `\`)))%2 == 0 { // else nl's \ is escaped
+				inner = rest
 			}
 			break
 		}
 	}
+
 	if len(inner) > l.maxLine || (len(inner) > 0 && inner[0] == '{') || !utf8.Valid(inner) ||
 		bytes.Contains(inner, []byte(`\u`)) && (bytes.Contains(inner, []byte(`\ud`)) || bytes.Contains(inner, []byte(`\uD`))) {
 		return "", false
@@ -627,7 +620,7 @@ func (l *listener) platformRecord(raw jsontext.Value) platformRecord {
 // l.mu is held.
 func (l *listener) platformEntry(typ string, raw jsontext.Value, rec *platformRecord, at time.Time) (entry, bool) {
 	failed := (rec.status != "" && rec.status != "success") || typ == "platform.logsDropped"
-	if !l.types.platform(typ, failed) {
+	if !l.types["platform"] && !l.types[typ] && !(failed && l.types["platform.error"]) {
 		return entry{}, false
 	}
 	e := entry{src: sourcePlatform, ts: at.UnixNano()}
@@ -784,11 +777,6 @@ func truncate(line string, limit int) string {
 // typeFilter says which telemetry is shipped to Loki: by the names of
 // LOKI_TYPES (function, extension, platform, platform.error, platform.<type>).
 type typeFilter map[string]bool
-
-// platform reports whether a platform event of type typ is shipped.
-func (f typeFilter) platform(typ string, failed bool) bool {
-	return f["platform"] || f[typ] || failed && f["platform.error"]
-}
 
 // parseTypes reads LOKI_TYPES: a comma-separated list of function,
 // extension, platform, platform.error or a platform event type.

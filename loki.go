@@ -290,7 +290,9 @@ func (s *shipper) end(w *waiter) time.Time {
 }
 
 // release ends the waits that are over: their lines are answered for,
-// their time is up, Loki keeps failing or asked to wait past it, or, once
+// their time is up, Loki keeps failing, refused credentials that are being
+// fetched again, or asked to wait past the deadline, or, once
+
 // sent is true and the requests holding them are on the wire, Loki answers
 // too slowly for them. A wait whose time ran out while its lines were on
 // the wire tells that Loki takes longer than that.
@@ -299,8 +301,9 @@ func (s *shipper) release(sent bool) {
 	s.waiting = slices.DeleteFunc(s.waiting, func(w *waiter) bool {
 		settled, timeUp := s.settled(w.mark), !now.Before(s.end(w))
 		slow := sent && w.slow && !s.holding(w.mark, false)
-		_, _, failing := s.auth()
-		hopeless := s.failures >= failureThreshold || s.retryAt.After(w.deadline) || failing
+		_, missing, failing := s.auth() // missing after a refusal: a fetch is slow
+		hopeless := s.failures >= failureThreshold || s.retryAt.After(w.deadline) || failing || missing && s.failures > 0
+
 		if !(settled || timeUp || !w.final && (slow || hopeless)) {
 			return false
 		}
@@ -471,8 +474,10 @@ func (s *shipper) settle(res result) {
 		}
 		s.fail(r, "transport", res.err, 0)
 	case (res.status == http.StatusUnauthorized || res.status == http.StatusForbidden) && s.target.secrets != nil:
-		s.target.secrets.refresh() // rotated: the next attempt takes the new value
+		s.target.secrets.refresh() // rotated? the next attempt takes what it fetches
 		s.fail(r, strconv.Itoa(res.status), fmt.Errorf("status %d: %s", res.status, res.body), 0)
+		s.retryAt = time.Time{} // the fetch, not a backoff, holds it back
+
 	case res.status == http.StatusRequestEntityTooLarge && s.split(r):
 	case retryable(res.status) || (res.retryAfter > 0 && res.status/100 != 2):
 		s.fail(r, strconv.Itoa(res.status), fmt.Errorf("status %d: %s", res.status, res.body), res.retryAfter)

@@ -160,15 +160,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if cfg.types, err = parseTypes(envOr(getenv, "LOKI_TYPES", defaultTypes)); err != nil {
 		return cfg, fmt.Errorf("LOKI_TYPES: %w", err)
 	}
-	switch mode := envOr(getenv, "LOKI_FLUSH_MODE", "invocation"); mode {
-	case "invocation":
-	case "adaptive":
-		cfg.adaptive = true
-	default:
+	if mode := envOr(getenv, "LOKI_FLUSH_MODE", "invocation"); mode != "invocation" && mode != "adaptive" {
 		return cfg, fmt.Errorf("LOKI_FLUSH_MODE: %q is not a flush mode; use invocation (the default) or adaptive", mode)
 	}
 
+	cfg.adaptive = envOr(getenv, "LOKI_FLUSH_MODE", "") == "adaptive"
 	env := envReader{getenv: getenv}
+
 	cfg.port = env.int("LOKI_LISTENER_PORT", defaultListenerPort, 0, 65535)
 	cfg.buffering.MaxItems = env.int("LOKI_TELEMETRY_MAX_ITEMS", defaultTelemetryMaxItems, 1000, 10000)
 	cfg.buffering.MaxBytes = env.int("LOKI_TELEMETRY_MAX_BYTES", defaultTelemetryMaxBytes, 262144, 1048576)

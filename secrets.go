@@ -76,30 +76,40 @@ type secrets struct {
 	again   chan struct{} // capacity 1: fetch now
 	start   sync.Once
 
-	mu      sync.Mutex // guards the fields below
-	header  string     // the Authorization header, once fetched
-	failing bool
+	mu             sync.Mutex // guards the fields below
+	header         string     // the Authorization header, once fetched
+	stale, failing bool       // Loki refused header; the last fetch failed
 }
 
 // awsCredentials sign AWS requests.
 type awsCredentials struct{ keyID, secret, token string }
 
-// authorization returns the header, "" until it was fetched, and whether
-// the last fetch failed.
+// authorization returns the header, "" until it was fetched (again, once
+// Loki refused it), and whether the last fetch failed.
 func (c *secrets) authorization() (string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.stale {
+		return "", c.failing
+	}
 	return c.header, c.failing
 }
 
 // refresh asks for the credentials again, after Loki refused them.
-func (c *secrets) refresh() { notify(c.again) }
+func (c *secrets) refresh() {
+	c.mu.Lock()
+	c.stale = true
+	c.mu.Unlock()
+	notify(c.again)
+}
 
-// run fetches the credentials until ctx ends, the first time at once, and
-// again at most once in rotationPause when Loki refused them. A failure
-// is told once per kind and retried with a backoff.
+// run fetches the credentials until ctx ends: the first time at once,
+// then every refreshEvery, and when Loki refused them, at least pause
+// after the last fetch. pause starts at rotationPause and doubles while
+// fetches bring the same credentials that Loki refuses. A failure is told
+// once per kind and retried with a backoff.
 func (c *secrets) run(ctx context.Context) {
-	for delay := retryBaseFetch; ; {
+	for delay, pause := retryBaseFetch, rotationPause; ; {
 		fetched := time.Now()
 		header, err := c.fetch(ctx)
 		wait := refreshEvery
@@ -111,7 +121,10 @@ func (c *secrets) run(ctx context.Context) {
 		}
 		c.mu.Lock()
 		if c.failing = err != nil; !c.failing {
-			c.header = header
+			if header != c.header {
+				pause = rotationPause // rotated
+			}
+			c.header, c.stale = header, false
 		}
 		c.mu.Unlock()
 		c.changed()
@@ -120,8 +133,10 @@ func (c *secrets) run(ctx context.Context) {
 			return
 		case <-time.After(wait):
 		case <-c.again:
-			time.Sleep(time.Until(fetched.Add(rotationPause)))
+			time.Sleep(time.Until(fetched.Add(pause)))
+			pause = min(2*pause, retryMaxFetch)
 		}
+
 	}
 }
 
