@@ -266,8 +266,13 @@ func signV4(req *http.Request, body []byte, creds awsCredentials, region, servic
 	}
 	headers := map[string]string{"host": cmp.Or(req.Host, req.URL.Host)}
 	for name, values := range req.Header {
-		headers[strings.ToLower(name)] = strings.Join(strings.Fields(strings.Join(values, ",")), " ")
+		var trimmed []string // each value with its spaces trimmed and runs of them made one
+		for _, v := range values {
+			trimmed = append(trimmed, strings.Join(strings.Fields(v), " "))
+		}
+		headers[strings.ToLower(name)] = strings.Join(trimmed, ",")
 	}
+
 	var path, canonical strings.Builder
 	for _, segment := range strings.Split(cmp.Or(req.URL.Path, "/"), "/")[1:] {
 		path.WriteString("/" + awsEscape(segment))

@@ -3,17 +3,20 @@
 # Interface Emulator (RIE), pushing to a real Loki-protocol store
 # (VictoriaLogs), both pinned in e2e/go.mod. See e2e/README.md.
 #
-# Usage: e2e/run.sh [MODE...]     (default: lmi big classic auth)
+# Usage: e2e/run.sh [MODE...]     (default: lmi big classic auth secrets)
 #   lmi      LMI emulator (real telemetry), 20 invocations x 50 lines, text and JSON
 #            lines alternating; checked before SHUTDOWN (periodic flush) and after it
 #   big      LMI emulator, 4 concurrent invocations with interleaved lines,
 #            200 invocations x 20 lines, tenant 42
 #   classic  classic emulator: INVOKE/SHUTDOWN lifecycle, subscribe answered 202
 #   auth     store with basic auth: right credentials deliver, wrong ones are reported
+#   secrets  store with basic auth, credentials read by ARN from a fake Secrets Manager and
+#            SSM (fakeaws) that checks every signature with the AWS SDK's signer
 #   demo     one small LMI run, then prints stored lines and the Grafana query
 #            (E2E_DEMO_KEEP=1 leaves VictoriaLogs running afterwards)
 # Needs root (unshare -m, bind mounts over /opt, /var, /etc/hosts), Go, curl.
-# Ports (127.0.0.1 only): 9428 store (E2E_VL_PORT), 9000/9001 emulator, 4243 extension.
+# Ports (127.0.0.1 only): 9428 store (E2E_VL_PORT), 9427 fakeaws, 9000/9001 emulator,
+# 4243 extension.
 set -euo pipefail
 
 E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -65,10 +68,11 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # Each mode runs in its own bash process (so `set -e` and the EXIT trap work),
 # with its own store and emulator; $BIN holds the binaries built by the parent.
 
-VL_PID='' RIE_PID=''
+VL_PID='' RIE_PID='' AWS_PID=''
 mode_cleanup() {
 	stop "$RIE_PID" # the emulator's mount namespace, and so its mounts, die with it
 	stop "$VL_PID"
+	stop "$AWS_PID"
 	# The sandbox's processes are in the emulator's process groups and get
 	# SIGKILLed by it at shutdown; the extension's listener port tells if one
 	# outlived it.
@@ -279,6 +283,40 @@ run_mode() {
 			rc=1
 		}
 		;;
+	secrets)
+		start_store -httpAuth.username=e2euser -httpAuth.password=e2e-secret
+		AUTH_CURL=(-u e2euser:e2e-secret) AUTH_CHECK=(-user e2euser -password e2e-secret)
+		local sm=arn:aws:secretsmanager:eu-central-1:111122223333:secret:loki-AbCdEf
+		local ssm=arn:aws:ssm:us-west-2:111122223333:parameter/loki/password
+		local key=AKIAE2EEXAMPLE secret=e2e/aws+secret token=e2e-session-token
+		port_free 9427 || die "port 9427 is in use"
+		"$BIN/fakeaws" -addr 127.0.0.1:9427 -key-id "$key" -secret-key "$secret" -token "$token" \
+			-value "$sm={\"username\":\"e2euser\",\"other\":\"x\"}" -value "$ssm=e2e-secret" >"$MDIR/fakeaws.log" 2>&1 &
+		AWS_PID=$!
+		for ((i = 0; i < 50; i++)); do
+			port_free 9427 || break
+			sleep 0.1
+		done
+		run_emulator secrets 10 20 mixed 1 0 LOKI_USERNAME="$sm:username::" LOKI_PASSWORD="$ssm" \
+			AWS_ACCESS_KEY_ID="$key" AWS_SECRET_ACCESS_KEY="$secret" AWS_SESSION_TOKEN="$token" \
+			AWS_ENDPOINT_URL=http://127.0.0.1:9427
+		check -mode secrets -invocations 10 -want-stats -want-reports || rc=1
+		emulator_ok secrets || rc=1
+		telemetry_ok secrets || rc=1
+		# One fetch of each for the environment, each signed as the SDK signs.
+		local ok bad
+		ok=$(grep -c '^fakeaws: ok ' "$MDIR/fakeaws.log") || true
+		bad=$(grep -c '^fakeaws: BAD' "$MDIR/fakeaws.log") || true
+		log "secrets: fakeaws answered $ok good calls, $bad bad ones"
+		if [[ $ok != 2 || $bad != 0 ]]; then
+			cat "$MDIR/fakeaws.log" >&2
+			rc=1
+		fi
+		if grep '^loki-extension: ' "$OUT/emulator.log" | grep -qE "e2e-secret|$secret|$token"; then
+			log "secrets: the extension printed a secret"
+			rc=1
+		fi
+		;;
 	auth)
 		start_store -httpAuth.username=e2euser -httpAuth.password=e2e-secret
 		AUTH_CURL=(-u e2euser:e2e-secret) AUTH_CHECK=(-user e2euser -password e2e-secret)
@@ -342,7 +380,7 @@ for t in go curl unshare mount timeout; do
 	command -v "$t" >/dev/null || die "$t is required"
 done
 MODES=("$@")
-[[ ${#MODES[@]} -gt 0 ]] || MODES=(lmi big classic auth)
+[[ ${#MODES[@]} -gt 0 ]] || MODES=(lmi big classic auth secrets)
 
 start=$SECONDS
 WORK=$(mktemp -d /tmp/loki-e2e.XXXXXX)
@@ -364,8 +402,9 @@ stop_child() {
 trap main_cleanup EXIT
 trap 'log "interrupted"; stop_child; exit 143' TERM INT
 
-log "building the emulator, VictoriaLogs, the test runtime and checker (e2e/go.mod)"
-(cd "$E2E_DIR" && CGO_ENABLED=0 go build -mod=readonly -o "$BIN/" tool ./runtime ./check)
+log "building the emulator, VictoriaLogs, the test runtime, checker and fakeaws (e2e/go.mod)"
+(cd "$E2E_DIR" && CGO_ENABLED=0 go build -mod=readonly -o "$BIN/" tool ./runtime ./check ./fakeaws)
+
 if [[ -n ${E2E_EXTENSION:-} ]]; then
 	cp "$E2E_EXTENSION" "$BIN/loki-extension"
 else
