@@ -263,6 +263,44 @@ var builtExtension = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
+// startBinary runs the built extension against f and loki, and waits
+// until its Init is over.
+func startBinary(t *testing.T, f *fakeLambda, loki *fakeLoki) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	bin, err := builtExtension()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(f.srv.URL, "http://"),
+		"AWS_LAMBDA_FUNCTION_NAME=orders-api", "LOKI_LISTENER_PORT=0", "LOKI_URL=" + loki.srv.URL}
+	out := &syncBuffer{}
+	cmd.Stderr = out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	f.awaitNext()
+	return cmd, out
+}
+
+// shutDownBinary sends SHUTDOWN and waits until the binary has exited
+// without an error.
+func shutDownBinary(t *testing.T, f *fakeLambda, cmd *exec.Cmd, out *syncBuffer) {
+	t.Helper()
+	f.shutdown()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit: %v\n%s", err, out.String())
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("the extension did not exit")
+	}
+}
+
 // TestFreezeAndThaw runs the real binary and freezes it between
 // invocations as Lambda does (SIGSTOP, SIGCONT), while Loki drops the
 // pooled connection and telemetry of the frozen invocation arrives late.
@@ -270,22 +308,8 @@ func TestFreezeAndThaw(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	bin, err := builtExtension()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFakeLambda(t)
-	loki := newFakeLoki(t)
-	cmd := exec.Command(bin)
-	cmd.Env = []string{"AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(f.srv.URL, "http://"),
-		"AWS_LAMBDA_FUNCTION_NAME=orders-api", "LOKI_LISTENER_PORT=0", "LOKI_URL=" + loki.srv.URL}
-	var out syncBuffer
-	cmd.Stderr = &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	f.awaitNext()
+	f, loki := newFakeLambda(t), newFakeLoki(t)
+	cmd, out := startBinary(t, f, loki)
 
 	var want []string
 	for i := range 4 {
@@ -314,17 +338,7 @@ func TestFreezeAndThaw(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 		cmd.Process.Signal(syscall.SIGCONT)
 	}
-	f.shutdown()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("exit: %v\n%s", err, out.String())
-		}
-	case <-time.After(waitLimit):
-		t.Fatal("the extension did not exit")
-	}
+	shutDownBinary(t, f, cmd, out)
 	if strings.Contains(out.String(), "will retry") {
 		t.Errorf("a connection dropped during the freeze was reported as a failure:\n%s", out.String())
 	}
@@ -531,22 +545,8 @@ func TestPushAnsweredAcrossAFreeze(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	bin, err := builtExtension()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := newFakeLambda(t)
-	loki := slowLoki(t, 600*time.Millisecond)
-	cmd := exec.Command(bin)
-	cmd.Env = []string{"AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(f.srv.URL, "http://"),
-		"AWS_LAMBDA_FUNCTION_NAME=orders-api", "LOKI_LISTENER_PORT=0", "LOKI_URL=" + loki.srv.URL}
-	var out syncBuffer
-	cmd.Stderr = &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	f.awaitNext()
+	f, loki := newFakeLambda(t), slowLoki(t, 600*time.Millisecond)
+	cmd, out := startBinary(t, f, loki)
 	var want []string
 	for i := range 3 {
 		lines, _ := timedInvocation(f, requestID(i), 10)
@@ -558,17 +558,7 @@ func TestPushAnsweredAcrossAFreeze(t *testing.T) {
 		time.Sleep(time.Second)
 		cmd.Process.Signal(syscall.SIGCONT)
 	}
-	f.shutdown()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("exit: %v\n%s", err, out.String())
-		}
-	case <-time.After(waitLimit):
-		t.Fatal("the extension did not exit")
-	}
+	shutDownBinary(t, f, cmd, out)
 	if diff := cmp.Diff(want, loki.lines("function"), anyOrder); diff != "" {
 		t.Errorf("lines (-want +got):\n%s", diff)
 	}

@@ -281,12 +281,13 @@ func FuzzListenerDecode(f *testing.F) {
 		if array := strings.TrimLeft(body, " \t\r\n"); strings.HasPrefix(array, "[") && json.Valid([]byte(body)) && status != http.StatusOK {
 			t.Fatalf("status %d for a valid JSON array", status)
 		}
-		if status != http.StatusOK {
+		if status != http.StatusOK || len(l.batch.entries) == 0 { // the shipper never encodes nothing
 			if len(l.batch.entries) != 0 {
 				t.Fatalf("status %d but %d entries kept", status, len(l.batch.entries))
 			}
 			return
 		}
+
 		s, _ := testShipper(t, lokiTarget{})
 		var back []string
 		for _, st := range decodeBody(t, s.encode(l.batch.entries)).Streams {

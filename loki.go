@@ -746,8 +746,10 @@ func streamJSON(labels map[string]string, src source) []byte {
 	return append(b, '}')
 }
 
-// encode returns the gzip-compressed JSON push request for es. Streams are
-// grouped by source; within a stream entries keep their order.
+// encode returns the gzip-compressed JSON push request for es, which is
+// not empty. Streams are grouped by source; within a stream entries keep
+// their order.
+
 func (s *shipper) encode(es []entry) []byte {
 	var value []byte
 	for src := range numSources {

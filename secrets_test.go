@@ -340,14 +340,7 @@ func TestCredentialsFromAWS(t *testing.T) {
 			x := startExtension(t, f, aws.env(mergeEnv(tc.env, map[string]string{"LOKI_URL": loki.srv.URL})))
 			f.awaitNext() // Init ends while the fetch still waits for AWS
 			close(aws.hold)
-			var want []string
-			for i := range 3 {
-				want = append(want, invocation(f, requestID(i), 5)...)
-			}
-			f.shutdown()
-			if err := x.wait(t); err != nil {
-				t.Fatal(err)
-			}
+			want := threeInvocations(t, f, x)
 			if diff := cmp.Diff(want, loki.lines("function"), anyOrder); diff != "" {
 				t.Errorf("lines in Loki (-want +got):\n%s", diff)
 			}
@@ -358,6 +351,21 @@ func TestCredentialsFromAWS(t *testing.T) {
 			noSecretsIn(t, x.out.String(), "glc_", aws.secret, aws.token, strings.TrimPrefix(tc.auth, "Basic "))
 		})
 	}
+}
+
+// threeInvocations runs three invocations of five lines through f, then
+// SHUTDOWN, and returns their lines once x has exited.
+func threeInvocations(t *testing.T, f *fakeLambda, x *running) []string {
+	t.Helper()
+	var want []string
+	for i := range 3 {
+		want = append(want, invocation(f, requestID(i), 5)...)
+	}
+	f.shutdown()
+	if err := x.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	return want
 }
 
 func mergeEnv(a, b map[string]string) map[string]string {
@@ -587,14 +595,7 @@ func TestLokiCAFile(t *testing.T) {
 			f := newFakeLambda(t)
 			x := startExtension(t, f, env)
 			f.awaitNext()
-			var want []string
-			for i := range 3 {
-				want = append(want, invocation(f, requestID(i), 5)...)
-			}
-			f.shutdown()
-			if err := x.wait(t); err != nil {
-				t.Fatal(err)
-			}
+			want := threeInvocations(t, f, x)
 			out, c := x.out.String(), summary(t, x.out.String())
 			message := "(check LOKI_URL and LOKI_CA_FILE)"
 			if withCA {
