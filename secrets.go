@@ -23,7 +23,8 @@ import (
 const (
 	// refreshEvery a fetched secret is fetched again, for rotations that
 	// Loki has not refused yet; rotationPause is the least time between a
-	// fetch and one asked for by a refusal.
+	// fetch and one asked for by a refusal (doubling while refusals go on).
+
 	refreshEvery, rotationPause, awsTimeout = time.Hour, 10 * time.Second, 10 * time.Second
 	// retryBaseFetch and retryMaxFetch shape the backoff of failed fetches.
 	retryBaseFetch, retryMaxFetch = time.Second, 5 * time.Minute
@@ -136,8 +137,8 @@ func (c *secrets) run(ctx context.Context) {
 			time.Sleep(time.Until(fetched.Add(pause)))
 			pause = min(2*pause, retryMaxFetch)
 		}
-
 	}
+
 }
 
 // fetch reads every credential kept in AWS and returns the header.
