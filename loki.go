@@ -113,7 +113,6 @@ type waiter struct {
 type shipper struct {
 	target    lokiTarget
 	client    *http.Client
-	transport *http.Transport
 	batch     *batch
 	log       *onceLogger
 	userAgent string
@@ -167,7 +166,6 @@ func newShipper(target lokiTarget, b *batch, log *onceLogger, version string, in
 	s := &shipper{
 		target:    target,
 		client:    &http.Client{Transport: tr},
-		transport: tr,
 		batch:     b,
 		log:       log,
 		userAgent: "loki-extension/" + version,
@@ -424,7 +422,7 @@ func (s *shipper) form() {
 // launch sends r in its own goroutine; the answer comes back to run.
 func (s *shipper) launch(ctx context.Context, r *request) {
 	if !s.lastPush.IsZero() && s.now().Sub(s.lastPush) > idleReconnect {
-		s.transport.CloseIdleConnections() // likely dead after a freeze
+		s.client.CloseIdleConnections() // likely dead after a freeze
 	}
 	ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx)) // stop lets it go on
 	r.started, r.awake, r.timedOut, r.freezes = s.now(), 0, false, s.freezes.Load()
@@ -467,7 +465,7 @@ func (s *shipper) settle(res result) {
 		// A connection or a timer may have died in a freeze: one retry at
 		// once, on a fresh connection, is not a failure.
 		r.quickRetried = true
-		s.transport.CloseIdleConnections()
+		s.client.CloseIdleConnections()
 	case res.err != nil:
 		if r.timedOut {
 			res.err = fmt.Errorf("no answer from loki in %v", pushTimeout)
@@ -516,30 +514,28 @@ func (s *shipper) remove(r *request) {
 // another attempt would not change.
 func (s *shipper) answered(r *request, res result) {
 	lines, status := int64(r.lines), res.status
+	dropped, tooOld := lines, 0 // of lines
 	switch {
 	case res.err != nil:
-		s.batch.count(func(c *counters) { c.droppedLoki += lines })
 		s.log.once("push tls", "dropping %d lines: %v (check LOKI_URL and LOKI_CA_FILE)", lines, res.err)
 	case status == statusBlocked:
-		s.batch.count(func(c *counters) { c.droppedLoki += lines })
 		s.log.once("push 260", "loki answered 260: ingestion is blocked for this tenant; dropping %d lines", lines)
 	case status/100 == 2:
-		s.batch.count(func(c *counters) { c.sent += lines })
+		dropped = 0
 	case status == http.StatusBadRequest:
-		rejected, tooOld := rejectedLines(res.body, int(lines))
-		s.batch.count(func(c *counters) {
-			c.sent += lines - int64(rejected)
-			c.droppedLoki += int64(rejected)
-			c.droppedTooOld += int64(tooOld)
-		})
+		var rejected int
+		rejected, tooOld = rejectedLines(res.body, int(lines))
+		dropped = int64(rejected)
 		s.log.once("push 400", "loki rejected %d of %d lines (400): %s", rejected, lines, firstLine(res.body))
 	default:
-		s.batch.count(func(c *counters) { c.droppedLoki += lines })
 		check := map[int]string{401: "LOKI_USERNAME and LOKI_PASSWORD, LOKI_BEARER_TOKEN or LOKI_TENANT_ID", 404: "LOKI_URL"}
 		check[403], check[405] = check[401], check[404]
 		s.log.once("push "+strconv.Itoa(status), "loki answered %d %s, dropping %d lines (check %s): %s",
 			status, http.StatusText(status), lines, cmp.Or(check[status], "Loki's logs"), firstLine(res.body))
 	}
+	s.batch.count(func(c *counters) {
+		c.sent, c.droppedLoki, c.droppedTooOld = c.sent+lines-dropped, c.droppedLoki+dropped, c.droppedTooOld+int64(tooOld)
+	})
 }
 
 // stop ends run and returns how many lines were not sent: still queued,
@@ -562,7 +558,7 @@ func (s *shipper) pushStats(ctx context.Context) {
 		if res := s.post(ctx, r); res.err == nil || ctx.Err() != nil {
 			return
 		}
-		s.transport.CloseIdleConnections()
+		s.client.CloseIdleConnections()
 	}
 }
 
@@ -679,12 +675,10 @@ func (s *shipper) split(r *request) bool {
 // already ends with the push path, else the URL with the path appended.
 func pushURL(base *url.URL) string {
 	u := *base
-	u.User = nil
-	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.User, u.RawPath, u.Path = nil, "", strings.TrimSuffix(u.Path, "/")
 	if !strings.HasSuffix(u.Path, pushPath) {
 		u.Path += pushPath
 	}
-	u.RawPath = ""
 	return u.String()
 }
 
@@ -829,9 +823,6 @@ func retryable(status int) bool {
 
 // parseRetryAfter reads a Retry-After header: seconds or an HTTP date.
 func parseRetryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
 	if secs, err := strconv.Atoi(v); err == nil && secs > 0 {
 		return min(time.Duration(secs)*time.Second, maxRetryAfter)
 	}

@@ -232,10 +232,7 @@ func envNumber[T int | time.Duration](r *envReader, name string, def, lo, hi T, 
 }
 
 func envOr(getenv func(string) string, name, def string) string {
-	if v := strings.TrimSpace(getenv(name)); v != "" {
-		return v
-	}
-	return def
+	return cmp.Or(strings.TrimSpace(getenv(name)), def)
 }
 
 // validTenant reports whether Loki accepts t as a tenant; "" means none.
@@ -281,15 +278,15 @@ type extension struct {
 // run registers the extension and runs the event loop until SHUTDOWN.
 func run(ctx context.Context, getenv func(string) string, name string, logger *log.Logger) error {
 	cfg, cfgErr := loadConfig(getenv)
-	api := newExtensionClient(getenv("AWS_LAMBDA_RUNTIME_API"), name)
+	api := &extensionClient{baseURL: "http://" + getenv("AWS_LAMBDA_RUNTIME_API"), name: name, http: &http.Client{}}
 	events := []string{"INVOKE", "SHUTDOWN"}
 	if cfg.managedInstances {
 		events = events[1:]
 	}
-	reg, err := api.register(ctx, events)
+	functionName, err := api.register(ctx, events)
 	if ae, ok := errors.AsType[*apiError](err); ok && len(events) == 2 && strings.Contains(ae.body, "InvalidEventType") {
 		cfg.managedInstances = true // Lambda Managed Instances refuse INVOKE
-		reg, err = api.register(ctx, events[1:])
+		functionName, err = api.register(ctx, events[1:])
 	}
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
@@ -303,7 +300,7 @@ func run(ctx context.Context, getenv func(string) string, name string, logger *l
 	if cfgErr != nil {
 		return initFailed("Extension.ConfigInvalid", cfgErr)
 	}
-	x, err := start(ctx, cfg, api, reg, getenv, logger)
+	x, err := start(ctx, cfg, api, functionName, getenv, logger)
 	if err != nil {
 		return initFailed("Extension.ListenFailed", err)
 	}
@@ -338,9 +335,9 @@ func run(ctx context.Context, getenv func(string) string, name string, logger *l
 }
 
 // start starts the listener and the background flush, and subscribes.
-func start(ctx context.Context, cfg config, api *extensionClient, reg registerResponse, getenv func(string) string, logger *log.Logger) (*extension, error) {
+func start(ctx context.Context, cfg config, api *extensionClient, functionName string, getenv func(string) string, logger *log.Logger) (*extension, error) {
 	if cfg.target.labels["service_name"] == "" {
-		cfg.target.labels["service_name"] = cmp.Or(reg.FunctionName, getenv("AWS_LAMBDA_FUNCTION_NAME"), "lambda")
+		cfg.target.labels["service_name"] = cmp.Or(functionName, getenv("AWS_LAMBDA_FUNCTION_NAME"), "lambda")
 	}
 	b := newBatch(cfg.bufferBytes, flushBytes)
 	olog := &onceLogger{log: logger}

@@ -39,11 +39,6 @@ type extensionClient struct {
 	http *http.Client
 }
 
-// registerResponse is the body of a successful register call.
-type registerResponse struct {
-	FunctionName string
-}
-
 // lifecycleEvent is an INVOKE or SHUTDOWN event returned by /next.
 type lifecycleEvent struct {
 	EventType, RequestID, ShutdownReason string
@@ -58,28 +53,22 @@ type apiError struct {
 
 func (e *apiError) Error() string { return fmt.Sprintf("status %d: %s", e.status, e.body) }
 
-// newExtensionClient returns a client for the API at runtimeAPI (host:port).
-func newExtensionClient(runtimeAPI, name string) *extensionClient {
-	return &extensionClient{baseURL: "http://" + runtimeAPI, name: name, http: &http.Client{}}
-}
-
-// register registers the extension for events and keeps its identifier.
-func (c *extensionClient) register(ctx context.Context, events []string) (registerResponse, error) {
-	var reg registerResponse
-	body := `{"events":["` + strings.Join(events, `","`) + `"]}` // names with nothing to escape
-	resp, answer, err := c.call(ctx, http.MethodPost, "/extension/register", []byte(body))
+// register registers the extension for events, keeps its identifier and
+// returns the function's name.
+func (c *extensionClient) register(ctx context.Context, events []string) (functionName string, err error) {
+	resp, answer, err := c.call(ctx, http.MethodPost, "/extension/register", append(append([]byte(`{"events":`), quoteAll(events)...), '}'))
 	if err != nil {
-		return reg, err
+		return "", err
 	}
 	if c.id = resp.Header.Get(headerExtensionIdentifier); c.id == "" {
-		return reg, errors.New("no " + headerExtensionIdentifier + " in the answer")
+		return "", errors.New("no " + headerExtensionIdentifier + " in the answer")
 	}
-	err = readObject(answer, func(name string, v jsontext.Value) {
+	err = readObject(answer, func(name string, v jsontext.Token) {
 		if name == "functionName" {
-			reg.FunctionName = unquote(v)
+			functionName = v.String()
 		}
 	})
-	return reg, err
+	return functionName, err
 }
 
 // next blocks until the next lifecycle event. Calling it tells Lambda that
@@ -90,16 +79,16 @@ func (c *extensionClient) next(ctx context.Context) (lifecycleEvent, error) {
 	if err != nil {
 		return ev, err
 	}
-	err = readObject(answer, func(name string, v jsontext.Value) {
+	err = readObject(answer, func(name string, v jsontext.Token) {
 		switch name {
 		case "eventType":
-			ev.EventType = unquote(v)
+			ev.EventType = v.String()
 		case "deadlineMs":
-			ev.DeadlineMs, _ = strconv.ParseInt(string(v), 10, 64)
+			ev.DeadlineMs, _ = strconv.ParseInt(v.String(), 10, 64)
 		case "requestId":
-			ev.RequestID = unquote(v)
+			ev.RequestID = v.String()
 		case "shutdownReason":
-			ev.ShutdownReason = unquote(v)
+			ev.ShutdownReason = v.String()
 		}
 	})
 	return ev, err
@@ -110,7 +99,8 @@ func (c *extensionClient) next(ctx context.Context) (lifecycleEvent, error) {
 func (c *extensionClient) reportError(ctx context.Context, path, errorType string, cause error) error {
 	body, _ := jsontext.AppendQuote([]byte(`{"errorMessage":`), cause.Error())
 	body, _ = jsontext.AppendQuote(append(body, `,"errorType":`...), errorType)
-	_, _, err := c.call(ctx, http.MethodPost, "/extension/"+path, append(body, '}'), headerExtensionErrorType, errorType)
+	body = append(body, '}')
+	_, _, err := c.call(ctx, http.MethodPost, "/extension/"+path, body, headerExtensionErrorType, errorType)
 	return err
 }
 
@@ -153,17 +143,47 @@ func (c *extensionClient) call(ctx context.Context, method, path string, body []
 	return resp, answer, err
 }
 
+// quote returns s as a JSON string; quoteAll, ss as a JSON array of them.
+// They build the bodies of extensionClient's calls, here and in
+// subscribe.go.
+func quote(s string) []byte {
+	b, _ := jsontext.AppendQuote(nil, s)
+	return b
+}
+
+func quoteAll(ss []string) []byte {
+	b := []byte{'['}
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b, _ = jsontext.AppendQuote(b, s)
+	}
+	return append(b, ']')
+}
+
 // readObject reads b, which must be one JSON object, calling f with the
-// name and value of each member. The value is void once f returns.
-func readObject(b []byte, f func(name string, value jsontext.Value)) error {
-	d := jsontext.NewDecoder(bytes.NewReader(b), lenient()...)
+// name and value of each member that is not an object or an array. A
+// string value is given unquoted; the value is void once f returns.
+func readObject(b []byte, f func(name string, value jsontext.Token)) error {
+	d := jsontext.NewDecoder(bytes.NewReader(b), jsontext.AllowDuplicateNames(true))
 	if d.PeekKind() != '{' {
 		return errors.New("the answer is not a JSON object")
 	}
-	return members(d, func(name []byte) error {
-		key := string(name) // void after the next read
-		v, err := d.ReadValue()
+	d.ReadToken()
+	for d.PeekKind() == '"' {
+		name, _ := d.ReadToken() // if this fails, so does the next read
+		key := name.String()
+		if kind := d.PeekKind(); kind == '{' || kind == '[' {
+			d.SkipValue()
+			continue
+		}
+		v, err := d.ReadToken()
+		if err != nil {
+			return err
+		}
 		f(key, v)
-		return err
-	})
+	}
+	_, err := d.ReadToken()
+	return err
 }

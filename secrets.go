@@ -244,16 +244,21 @@ func (c *secrets) do(req *http.Request) ([]byte, error) {
 // jsonField returns the string at path in the JSON object b, as
 // {"Parameter":{"Value":"…"}} at Parameter, Value; "" if there is none.
 func jsonField(b []byte, path ...string) string {
-	var v jsontext.Value
-	readObject(b, func(name string, value jsontext.Value) {
-		if name == path[0] {
-			v = value.Clone()
+	d := jsontext.NewDecoder(bytes.NewReader(b), jsontext.AllowDuplicateNames(true))
+	for _, key := range path {
+		if tok, err := d.ReadToken(); err != nil || tok.Kind() != '{' {
+			return ""
 		}
-	})
-	if len(path) > 1 {
-		return jsonField(v, path[1:]...)
+		for name, err := d.ReadToken(); name.Kind() != '"' || name.String() != key; name, err = d.ReadToken() {
+			if err != nil || name.Kind() != '"' || d.SkipValue() != nil {
+				return "" // the object ends without key, or is not JSON
+			}
+		}
 	}
-	return unquote(v)
+	if tok, err := d.ReadToken(); err == nil && tok.Kind() == '"' {
+		return tok.String()
+	}
+	return ""
 }
 
 // signV4 signs req, whose body is body, with AWS Signature Version 4 for

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 )
 
 const (
@@ -36,11 +35,10 @@ type buffering struct{ MaxItems, MaxBytes, TimeoutMs int }
 // destination is where Lambda POSTs telemetry batches.
 type destination struct{ Protocol, URI string }
 
-// appendJSON appends the request as the Telemetry API's JSON. Its strings
-// are names and a URL of plain ASCII, which %q quotes as JSON does.
+// appendJSON appends the request as the Telemetry API's JSON.
 func (sr subscribeRequest) appendJSON(b []byte) []byte {
-	return fmt.Appendf(b, `{"schemaVersion":%q,"types":["%s"],"buffering":{"maxItems":%d,"maxBytes":%d,"timeoutMs":%d},"destination":{"protocol":%q,"URI":%q}}`,
-		sr.SchemaVersion, strings.Join(sr.Types, `","`), sr.Buffering.MaxItems, sr.Buffering.MaxBytes, sr.Buffering.TimeoutMs, sr.Destination.Protocol, sr.Destination.URI)
+	return fmt.Appendf(b, `{"schemaVersion":%s,"types":%s,"buffering":{"maxItems":%d,"maxBytes":%d,"timeoutMs":%d},"destination":{"protocol":%s,"URI":%s}}`,
+		quote(sr.SchemaVersion), quoteAll(sr.Types), sr.Buffering.MaxItems, sr.Buffering.MaxBytes, sr.Buffering.TimeoutMs, quote(sr.Destination.Protocol), quote(sr.Destination.URI))
 }
 
 // subscribe subscribes to the Telemetry API; it must happen before the first
