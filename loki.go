@@ -76,9 +76,10 @@ type lokiTarget struct {
 // same bytes until Loki answers it, so that Loki can drop what it already
 // has.
 type request struct {
-	body  []byte // gzip-compressed JSON
-	lines int    // log lines in it; 0 for a stats line
-	last  int64  // the batch's sequence number of its last line
+	body   []byte // gzip-compressed JSON
+	lines  int    // log lines in it; 0 for a stats line
+	last   int64  // the batch's sequence number of its last line
+	header string // the Authorization header it goes with, taken at launch
 
 	// While in flight (started is not zero):
 	started time.Time
@@ -300,7 +301,7 @@ func (s *shipper) release(sent bool) {
 		settled, timeUp := s.settled(w.mark), !now.Before(s.end(w))
 		slow := sent && w.slow && !s.holding(w.mark, false)
 		_, missing, failing := s.auth() // missing after a refusal: a fetch is slow
-		hopeless := s.failures >= failureThreshold || s.retryAt.After(w.deadline) || failing || missing && s.failures > 0
+		hopeless := s.failures >= failureThreshold || s.retryAt.After(w.deadline) || missing && (failing || s.failures > 0)
 
 		if !(settled || timeUp || !w.final && (slow || hopeless)) {
 			return false
@@ -426,6 +427,7 @@ func (s *shipper) launch(ctx context.Context, r *request) {
 	}
 	ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx)) // stop lets it go on
 	r.started, r.awake, r.timedOut, r.freezes = s.now(), 0, false, s.freezes.Load()
+	r.header, _, _ = s.auth()
 	r.written.Store(false)
 	s.inFlight++
 	go func() { s.results <- s.post(ctx, r) }()
@@ -472,13 +474,15 @@ func (s *shipper) settle(res result) {
 		}
 		s.fail(r, "transport", res.err, 0)
 	case (res.status == http.StatusUnauthorized || res.status == http.StatusForbidden) && s.target.secrets != nil:
-		s.target.secrets.refresh() // rotated? the next attempt takes what it fetches
-		s.fail(r, strconv.Itoa(res.status), fmt.Errorf("status %d: %s", res.status, res.body), 0)
+		if header, _, _ := s.auth(); header == r.header {
+			s.target.secrets.refresh() // rotated? the next attempt takes what it fetches
+		}
+		s.fail(r, strconv.Itoa(res.status), fmt.Errorf("status %d: %s", res.status, firstLine(res.body)), 0)
 		s.retryAt = time.Time{} // the fetch, not a backoff, holds it back
 
 	case res.status == http.StatusRequestEntityTooLarge && s.split(r):
 	case retryable(res.status) || (res.retryAfter > 0 && res.status/100 != 2):
-		s.fail(r, strconv.Itoa(res.status), fmt.Errorf("status %d: %s", res.status, res.body), res.retryAfter)
+		s.fail(r, strconv.Itoa(res.status), fmt.Errorf("status %d: %s", res.status, firstLine(res.body)), res.retryAfter)
 	default:
 		s.answered(r, res)
 		s.remove(r)
@@ -554,6 +558,7 @@ func (s *shipper) stop() int {
 // pushStats sends the final stats line, once stop has returned.
 func (s *shipper) pushStats(ctx context.Context) {
 	r := s.stats(true)
+	r.header, _, _ = s.auth()
 	for range 2 { // a second try on a fresh connection
 		if res := s.post(ctx, r); res.err == nil || ctx.Err() != nil {
 			return
@@ -589,8 +594,7 @@ func (s *shipper) post(ctx context.Context, r *request) result {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Content-Encoding", "gzip")
 	req.Header.Set("User-Agent", s.userAgent)
-	header, _, _ := s.auth()
-	for _, h := range [...][2]string{{"Authorization", header}, {"X-Scope-OrgID", s.target.tenant}} {
+	for _, h := range [...][2]string{{"Authorization", r.header}, {"X-Scope-OrgID", s.target.tenant}} {
 		if h[1] != "" {
 			req.Header.Set(h[0], h[1])
 		}
@@ -600,7 +604,7 @@ func (s *shipper) post(ctx context.Context, r *request) result {
 		if ue, ok := errors.AsType[*url.Error](err); ok {
 			err = ue.Err // its text holds the URL; keep secrets out of messages
 		}
-		res.err = fmt.Errorf("push to %s: %w", redactedURL(s.target.pushURL), err)
+		res.err = fmt.Errorf("push to %s: %w", req.URL.Host, err) // the host has no secrets
 		return res
 	}
 	defer resp.Body.Close()
@@ -861,14 +865,4 @@ func firstLine(body string) string {
 		line = line[:200] + "…"
 	}
 	return line
-}
-
-// redactedURL returns u without credentials and query.
-func redactedURL(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		return "LOKI_URL"
-	}
-	p.User, p.RawQuery, p.Fragment = nil, "", ""
-	return p.String()
 }

@@ -64,7 +64,7 @@ func (c *extensionClient) register(ctx context.Context, events []string) (functi
 		return "", errors.New("no " + headerExtensionIdentifier + " in the answer")
 	}
 	err = readObject(answer, func(name string, v jsontext.Token) {
-		if name == "functionName" {
+		if name == "functionName" && v.Kind() == '"' {
 			functionName = v.String()
 		}
 	})

@@ -57,9 +57,9 @@ func parseSecretARN(variable, arn string) (secretRef, error) {
 		r.service, r.region, r.id = p[2], p[3], arn
 	}
 	if r.service == "" || p[0] != "arn" || !strings.HasPrefix(p[1], "aws") || r.region == "" || strings.HasSuffix(r.id, ":") || strings.HasSuffix(r.id, "/") {
-		return r, fmt.Errorf("%s: %q is not the ARN of a secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>, "+
+		return r, fmt.Errorf("%s: a value that starts with arn: must be the ARN of a secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>, "+
 			"with :<json-key>:<version-stage>:<version-id> to pick a key of a JSON secret) or of an SSM parameter "+
-			"(arn:aws:ssm:<region>:<account>:parameter/<name>)", variable, arn)
+			"(arn:aws:ssm:<region>:<account>:parameter/<name>); it is not shown, in case it is a secret", variable)
 	}
 	return r, nil
 }
@@ -133,6 +133,7 @@ func (c *secrets) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
+			pause = rotationPause
 		case <-c.again:
 			time.Sleep(time.Until(fetched.Add(pause)))
 			pause = min(2*pause, retryMaxFetch)
@@ -208,18 +209,19 @@ func (c *secrets) value(ctx context.Context, r *secretRef, creds awsCredentials)
 	req.Header.Set("X-Amz-Target", target)
 	signV4(req, body, creds, r.region, r.service, time.Now())
 	answer, err := c.do(req)
-	switch {
-	case err != nil:
+	if err != nil {
 		return "", err
-	case r.service == "ssm":
-		return jsonField(answer, "Parameter", "Value"), nil
-	case r.key != "":
-		if v := jsonField([]byte(jsonField(answer, "SecretString")), r.key); v != "" {
-			return v, nil
-		}
-		return "", fmt.Errorf("the secret is not a JSON object with a string at key %q", r.key)
 	}
-	return jsonField(answer, "SecretString"), nil
+	v := jsonField(answer, "SecretString")
+	if r.service == "ssm" {
+		v = jsonField(answer, "Parameter", "Value")
+	} else if r.key != "" {
+		v = jsonField([]byte(v), r.key)
+	}
+	if strings.TrimSpace(v) == "" {
+		return "", errors.New("no text there: it is empty or binary, or its JSON has no string at the key")
+	}
+	return v, nil
 }
 
 // do makes an AWS request and returns the answer to a 2xx status; else an

@@ -61,6 +61,9 @@ func TestParseSecretARN(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), "LOKI_BEARER_TOKEN: ") || !strings.Contains(err.Error(), "arn:aws:secretsmanager:<region>") {
 			t.Errorf("parseSecretARN(%q): got %v, want an error naming LOKI_BEARER_TOKEN and the forms", arn, err)
 		}
+		if err != nil && strings.Contains(err.Error(), arn) { // it may be a password that starts with arn:
+			t.Errorf("parseSecretARN(%q): the error shows the value: %v", arn, err)
+		}
 	}
 	// Through the configuration: a bad ARN fails Init with its variable.
 	_, err := loadConfig(mapEnv(map[string]string{"LOKI_URL": "https://l", "LOKI_USERNAME": "1", "LOKI_PASSWORD": "arn:aws:ssm:x"}))
@@ -439,12 +442,16 @@ func TestSecretUnavailable(t *testing.T) {
 		{"not found", "", "LOKI_BEARER_TOKEN: read " + smARN + ": ResourceNotFoundException (HTTP 400)", 0, false},
 		{"unreachable", "", "LOKI_BEARER_TOKEN: read " + smARN + ": dial tcp", 0, true},
 		{"throttled, then read", "ThrottlingException", "LOKI_BEARER_TOKEN: read " + smARN + ": ThrottlingException (HTTP 400)", 2, false},
+		{"empty", "", "LOKI_BEARER_TOKEN: read " + smARN + ": no text there", 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			values := map[string]string{smARN: "glc_token"}
-			if tc.name == "not found" {
+			switch tc.name {
+			case "not found":
 				values = map[string]string{}
+			case "empty":
+				values = map[string]string{smARN: " \n"}
 			}
 			f, aws, loki := newFakeLambda(t), newFakeAWS(t, values), newFakeLoki(t)
 			aws.failWith, aws.failNext = tc.failWith, tc.failures
@@ -485,6 +492,40 @@ func TestSecretUnavailable(t *testing.T) {
 			}
 			noSecretsIn(t, out, "glc_", aws.secret, aws.token)
 		})
+	}
+}
+
+// TestFailedRefreshKeepsWaiting: while a refresh of the credentials fails,
+// the header fetched before still works, so the end of an invocation
+// still waits for Loki's answer.
+func TestFailedRefreshKeepsWaiting(t *testing.T) {
+	loki := newFakeLoki(t)
+	loki.auth = "Bearer glc_old"
+	s, _ := testShipper(t, lokiTarget{pushURL: loki.srv.URL + pushPath, secrets: &secrets{header: "Bearer glc_old", failing: true}})
+	runShipper(t, s)
+	s.batch.add([]entry{{ts: time.Now().UnixNano(), line: "a line", src: sourceFunction}})
+	flushFor(t, s, 5*time.Second)
+	if diff := cmp.Diff([]string{"a line"}, loki.lines("function")); diff != "" {
+		t.Errorf("lines in Loki when the flush returned (-want +got):\n%s", diff)
+	}
+}
+
+// TestRefusalOfAnOldHeader: a 401 to a push sent with the header before
+// the last fetch does not send the new one back to AWS; a 401 to the
+// current header does.
+func TestRefusalOfAnOldHeader(t *testing.T) {
+	for _, sentWith := range []string{"Bearer glc_old", "Bearer glc_new"} {
+		sec := &secrets{header: "Bearer glc_new", again: make(chan struct{}, 1)}
+		s, _ := testShipper(t, lokiTarget{pushURL: "http://127.0.0.1:1" + pushPath, secrets: sec})
+		r := &request{header: sentWith, started: time.Now(), cancel: func() {}}
+		s.queue, s.inFlight = []*request{r}, 1
+		s.settle(result{r: r, status: http.StatusUnauthorized, body: "invalid credentials"})
+		if want := sentWith == sec.header; sec.stale != want || (len(sec.again) == 1) != want {
+			t.Errorf("401 to %q: stale %t, fetch asked %t; want %t", sentWith, sec.stale, len(sec.again) == 1, want)
+		}
+		if len(s.queue) != 1 || s.inFlight != 0 {
+			t.Errorf("401 to %q: %d requests queued, %d in flight; want it kept for another attempt", sentWith, len(s.queue), s.inFlight)
+		}
 	}
 }
 
