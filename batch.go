@@ -134,13 +134,7 @@ func (b *batch) unique(e *entry) {
 	case e.ts < b.newest[e.src]:
 		return // older than the stream's newest: seldom a twin
 	}
-	var h maphash.Hash
-	h.SetSeed(b.seed)
-	for _, s := range [...]string{e.line, e.meta.requestID, e.meta.level} { // the rest follow from these
-		h.WriteString(s)
-		h.WriteByte(0)
-	}
-	content := h.Sum64()
+	content := maphash.Comparable(b.seed, [...]string{e.line, e.meta.requestID, e.meta.level}) // the rest follow from these
 	if latest, ok := twins[content]; ok {
 		e.ts = latest + 1
 	}
