@@ -450,8 +450,10 @@ func startExtension(t *testing.T, f *fakeLambda, env map[string]string) *running
 	}
 	r := &running{done: make(chan error, 1), out: &syncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
+	getenv := func(k string) string { return base[k] }
+	cfg, cfgErr := loadConfig(getenv)
 	go func() {
-		r.done <- run(ctx, func(k string) string { return base[k] }, "loki-extension", log.New(r.out, "loki-extension: ", 0))
+		r.done <- run(ctx, cfg, cfgErr, getenv, "loki-extension", log.New(r.out, "loki-extension: ", 0))
 	}()
 	t.Cleanup(func() {
 		cancel()

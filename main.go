@@ -77,12 +77,13 @@ func main() {
 	// And a soft limit a little over the buffer's cap: under a Loki
 	// outage with a flood of lines, it took the peak RSS of a 128 MB
 	// function from 16.4 to 14.0 MB (go run ./bench -faults).
-	if cfg, err := loadConfig(os.Getenv); err == nil {
+	cfg, cfgErr := loadConfig(os.Getenv)
+	if cfgErr == nil {
 		debug.SetMemoryLimit(int64(cfg.bufferBytes) + memoryHeadroom)
 	}
 	name := filepath.Base(os.Args[0])
 	logger := log.New(os.Stderr, name+": ", 0)
-	if err := run(context.Background(), os.Getenv, name, logger); err != nil {
+	if err := run(context.Background(), cfg, cfgErr, os.Getenv, name, logger); err != nil {
 		logger.Print(err)
 		os.Exit(1)
 	}
@@ -160,11 +161,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if cfg.types, err = parseTypes(envOr(getenv, "LOKI_TYPES", defaultTypes)); err != nil {
 		return cfg, fmt.Errorf("LOKI_TYPES: %w", err)
 	}
-	if mode := envOr(getenv, "LOKI_FLUSH_MODE", "invocation"); mode != "invocation" && mode != "adaptive" {
+	mode := envOr(getenv, "LOKI_FLUSH_MODE", "invocation")
+	if cfg.adaptive = mode == "adaptive"; !cfg.adaptive && mode != "invocation" {
 		return cfg, fmt.Errorf("LOKI_FLUSH_MODE: %q is not a flush mode; use invocation (the default) or adaptive", mode)
 	}
 
-	cfg.adaptive = envOr(getenv, "LOKI_FLUSH_MODE", "") == "adaptive"
 	env := envReader{getenv: getenv}
 
 	cfg.port = env.int("LOKI_LISTENER_PORT", defaultListenerPort, 0, 65535)
@@ -275,9 +276,10 @@ type extension struct {
 	lastNext  time.Time // when the last invocation ended
 }
 
-// run registers the extension and runs the event loop until SHUTDOWN.
-func run(ctx context.Context, getenv func(string) string, name string, logger *log.Logger) error {
-	cfg, cfgErr := loadConfig(getenv)
+// run registers the extension and runs the event loop until SHUTDOWN with
+// the configuration that loadConfig read from getenv (a cfgErr is reported
+// once registered).
+func run(ctx context.Context, cfg config, cfgErr error, getenv func(string) string, name string, logger *log.Logger) error {
 	api := &extensionClient{baseURL: "http://" + getenv("AWS_LAMBDA_RUNTIME_API"), name: name, http: &http.Client{}}
 	events := []string{"INVOKE", "SHUTDOWN"}
 	if cfg.managedInstances {
