@@ -42,10 +42,11 @@ const (
 // errMaxDepth is jsontext's error text for JSON nested deeper than it reads.
 const errMaxDepth = "exceeded max depth"
 
-// lenient returns the decoding options for telemetry: a function's JSON
-// record may repeat a key or hold invalid UTF-8 (it becomes U+FFFD in Loki).
-func lenient() []jsontext.Options {
-	return []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
+// decodeOptions returns the decoding options for telemetry: a function's
+// JSON record may repeat a key, and unless strict, hold invalid UTF-8 or a
+// lone surrogate escape (each becomes U+FFFD in Loki).
+func decodeOptions(strict bool) []jsontext.Options {
+	return []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(!strict)}
 }
 
 // platformRecord holds the fields of platform.* records that the extension
@@ -99,6 +100,7 @@ type listener struct {
 	events             *jsontext.Decoder
 	records            *jsontext.Decoder // for records inside an event
 	recordBytes        bytes.Reader
+	strict             bool // the delivery is read with decodeOptions(true)
 	spans              [recentSpans]span
 	done               [recentSpans]string // request ids of recent runtimeDone events
 	nextSpan, nextDone int
@@ -168,7 +170,7 @@ func (l *listener) store(body *bytes.Buffer) error {
 	l.mu.Lock()
 	dv := delivery{received: l.now(), entries: l.scratch[:0]}
 	l.lastDelivery = dv.received
-	err := l.decode(body, &dv)
+	err := l.decode(body.Bytes(), &dv)
 	if err == nil {
 		l.batch.add(dv.entries)
 		for _, id := range dv.done {
@@ -192,13 +194,30 @@ func (l *listener) store(body *bytes.Buffer) error {
 	return nil
 }
 
-// decode reads the events of body into dv. Elements that are not events
+// decode reads the events of raw into dv. It reads strictly first: when
+// every string is valid UTF-8 with no lone surrogate escape, as Lambda
+// writes them, text lines need no check of their own (escapedLine). Else
+// it reads raw again, leniently, from the spans it started with. l.mu is
+// held.
+func (l *listener) decode(raw []byte, dv *delivery) error {
+	spans, next := l.spans, l.nextSpan
+	l.strict = true
+	if err := l.decodeAll(raw, dv); err == nil {
+		return nil
+	}
+	clear(dv.entries)
+	*dv = delivery{received: dv.received, entries: dv.entries[:0]}
+	l.spans, l.nextSpan, l.strict = spans, next, false
+	return l.decodeAll(raw, dv)
+}
+
+// decodeAll reads the events of raw into dv. Elements that are not events
 // are skipped. A function's JSON record may repeat a key or hold invalid
 // UTF-8, and neither may cost the delivery; one nested deeper than
 // jsontext reads is kept as a text line. l.mu is held.
-func (l *listener) decode(body *bytes.Buffer, dv *delivery) error {
-	raw := body.Bytes() // the decoder consumes body, not these bytes
-	l.events.Reset(body, lenient()...)
+func (l *listener) decodeAll(raw []byte, dv *delivery) error {
+	// From a bytes.Buffer, values stay valid after a read.
+	l.events.Reset(bytes.NewBuffer(raw), decodeOptions(l.strict)...)
 	for base := 0; ; {
 		at, err := l.readEvents(dv, raw[base:])
 		if err == nil || !strings.Contains(err.Error(), errMaxDepth) {
@@ -216,9 +235,8 @@ func (l *listener) decode(body *bytes.Buffer, dv *delivery) error {
 		if i < len(raw) && raw[i] == ',' {
 			i++
 		}
-		// From a bytes.Buffer, as body is: values stay valid after a read.
 		base = i - 1 // the decoder's offset k is at raw[base+k]
-		l.events.Reset(bytes.NewBuffer(append([]byte{'['}, raw[i:]...)), lenient()...)
+		l.events.Reset(bytes.NewBuffer(append([]byte{'['}, raw[i:]...)), decodeOptions(l.strict)...)
 	}
 }
 
@@ -344,7 +362,6 @@ func number(v jsontext.Value) float64 {
 // event converts one event and adds it to dv, if the configuration ships
 // it; an element of the array that is not an object has no type, and adds
 // nothing. l.mu is held.
-
 func (l *listener) event(dv *delivery, rawTime, rawType, record jsontext.Value, fields *recordFields) {
 	at, ok := parseTime(rawTime)
 	if !ok {
@@ -478,8 +495,9 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 
 // escapedLine returns a string record's content as Lambda escaped it, less
 // one trailing newline, if it can be sent to Loki that way: valid UTF-8
-// with no surrogate escapes, within the maximum line size even before
-// unescaping, and not a JSON object (those are read as records).
+// with no surrogate escape (a strict read has checked), within the maximum
+// line size even before unescaping, and not a JSON object (those are read
+// as records).
 func (l *listener) escapedLine(raw jsontext.Value) (string, bool) {
 	inner := raw[1 : len(raw)-1]
 	for _, nl := range []string{`\n`, `\u000a`, `\u000A`} {
@@ -491,8 +509,8 @@ func (l *listener) escapedLine(raw jsontext.Value) (string, bool) {
 		}
 	}
 
-	if len(inner) > l.maxLine || (len(inner) > 0 && inner[0] == '{') || !utf8.Valid(inner) ||
-		bytes.Contains(inner, []byte(`\u`)) && (bytes.Contains(inner, []byte(`\ud`)) || bytes.Contains(inner, []byte(`\uD`))) {
+	if len(inner) > l.maxLine || (len(inner) > 0 && inner[0] == '{') ||
+		!l.strict && (!utf8.Valid(inner) || bytes.Contains(inner, []byte(`\ud`)) || bytes.Contains(inner, []byte(`\uD`))) {
 		return "", false
 	}
 	return string(inner), true
@@ -543,7 +561,7 @@ func (l *listener) readRecord(obj jsontext.Value, f *recordFields) bool {
 // recordDecoder returns l.records reading obj. l.mu is held.
 func (l *listener) recordDecoder(obj jsontext.Value) *jsontext.Decoder {
 	l.recordBytes.Reset(obj)
-	l.records.Reset(&l.recordBytes, lenient()...)
+	l.records.Reset(&l.recordBytes, decodeOptions(false)...)
 	return l.records
 }
 
@@ -703,9 +721,9 @@ func parseTime(raw jsontext.Value) (time.Time, bool) {
 			}
 			return v
 		}
-		mo, d, h, mi, sec, ms := n(6, 2), n(9, 2), n(12, 2), n(15, 2), n(18, 2), n(21, 3)
-		t := time.Date(n(1, 4), time.Month(mo), d, h, mi, sec, ms*1e6, time.UTC)
-		if min(mo-1, d-1, h, mi, sec, ms) >= 0 && mo <= 12 && t.Day() == d && h < 24 && mi < 60 && sec < 60 && t.Year() >= 0 {
+		y, mo, d, h, mi, sec, ms := n(1, 4), n(6, 2), n(9, 2), n(12, 2), n(15, 2), n(18, 2), n(21, 3)
+		t := time.Date(y, time.Month(mo), d, h, mi, sec, ms*1e6, time.UTC)
+		if min(y, mo-1, d-1, h, mi, sec, ms) >= 0 && mo <= 12 && (d <= 28 || t.Day() == d) && h < 24 && mi < 60 && sec < 60 {
 			return t, true
 		}
 	}
@@ -724,12 +742,12 @@ func parseTextPrefix(line, tab string) (requestID, level string) {
 	if !ok || strings.Contains(f1, `\`) || strings.Contains(f2, `\`) || strings.Contains(f3, `\`) {
 		return "", "" // no such field has a backslash: tab matched inside an escape
 	}
-	if len(f1) > 2 && f1[0] == '[' && f1[len(f1)-1] == ']' && levelOf(f1[1:len(f1)-1]) != "" && isTimestamp(f2) {
+	if len(f1) > 2 && f1[0] == '[' && f1[len(f1)-1] == ']' && isTimestamp(f2) {
 		requestID, level = f3, levelOf(f1[1:len(f1)-1])
-	} else if isTimestamp(f1) && levelOf(f3) != "" {
+	} else if isTimestamp(f1) {
 		requestID, level = f2, levelOf(f3)
 	}
-	if !isRequestID(requestID) {
+	if level == "" || !isRequestID(requestID) {
 		requestID = "" // e.g. "undefined" during Init
 	}
 	return requestID, level
@@ -742,13 +760,15 @@ func isTimestamp(s string) bool {
 
 // isRequestID reports whether s has the form of a Lambda request id, a UUID.
 func isRequestID[T string | []byte](s T) bool {
-	for i := range len(s) {
-		c, dash := s[i], i == 8 || i == 13 || i == 18 || i == 23
-		if dash != (c == '-') || !dash && !('0' <= c && c <= '9' || 'a' <= c|0x20 && c|0x20 <= 'f') {
+	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
+		return false
+	}
+	for i := range 36 {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c|0x20 && c|0x20 <= 'f' || 1<<i&(1<<8|1<<13|1<<18|1<<23) != 0) {
 			return false
 		}
 	}
-	return len(s) == 36
+	return true
 }
 
 // traceID returns the Root of an X-Amzn-Trace-Id value
@@ -762,9 +782,8 @@ func traceID(value string) string {
 	return ""
 }
 
-// truncate cuts line to at most max bytes, on a rune boundary, ending with a
-
-// marker that says how much was cut.
+// truncate cuts line to at most limit bytes, on a rune boundary, ending
+// with a marker that says how much was cut.
 func truncate(line string, limit int) string {
 	const marker = "…[truncated %d bytes]"
 	cut := max(0, limit-len(fmt.Sprintf(marker, len(line))))

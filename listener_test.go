@@ -397,7 +397,7 @@ func TestEscapedLines(t *testing.T) {
 // TestOddRecordsKeepTheirDelivery: a repeated key, invalid UTF-8, a lone
 // surrogate, nesting deeper than jsontext reads, and numbers of any form
 // cost neither the delivery nor its runtimeDone; each record lands as
-// written (invalid UTF-8 as U+FFFD).
+// written (invalid UTF-8 as U+FFFD), in the span of its invocation.
 func TestOddRecordsKeepTheirDelivery(t *testing.T) {
 	t.Parallel()
 	deep := strings.Repeat(`{"a":[`, 6000) + "1" + strings.Repeat("]}", 6000)
@@ -409,7 +409,7 @@ func TestOddRecordsKeepTheirDelivery(t *testing.T) {
 		deep,
 		`"text \ud83c\udf89 and \ud800"`,
 	}
-	var events []string
+	events := []string{`{"time":"2024-11-25T10:15:30.100Z","type":"platform.start","record":{"requestId":"` + rid + `"}}`}
 	for _, r := range records {
 		events = append(events, `{"time":"2024-11-25T10:15:30.101Z","type":"function","record":`+r+`}`)
 	}
@@ -433,6 +433,18 @@ func TestOddRecordsKeepTheirDelivery(t *testing.T) {
 	}
 	if got := l.batch.entries[0].meta.level; got != "info" {
 		t.Errorf("level of a record with a repeated key: %q, want the first, info", got)
+	}
+	if got := l.batch.entries[1].meta.requestID; got != rid {
+		t.Errorf("request id %q, want %s", got, rid)
+	}
+	n := 0
+	for _, sp := range l.spans {
+		if sp.requestID == rid {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d spans of the invocation, want 1", n)
 	}
 }
 
@@ -507,11 +519,29 @@ func TestParseTime(t *testing.T) {
 	t.Parallel()
 	for _, s := range []string{"2024-11-25T10:15:30.123Z", "2024-02-29T23:59:59.999Z", "2023-02-29T10:15:30.123Z", "2024-13-25T10:15:30.123Z",
 		"2024-11-25T24:15:30.123Z", "2024-11-25T10:60:30.123Z", "2024-1a-25T10:15:30.123Z", "2024-11-25T10:15:30.12Z", "2024-11-25T10:15:30.123456Z",
-		"2024-11-25T10:15:30+02:00", "0000-01-01T00:00:00.000Z", "-024-11-25T10:15:30.123Z", "12:01:23:521Z"} {
+		"2024-11-25T10:15:30+02:00", "0000-01-01T00:00:00.000Z", "-024-11-25T10:15:30.123Z", "12:01:23:521Z",
+		"2024-11-31T10:15:30.123Z", "2024-11-32T10:15:30.123Z", "2024-11-00T10:15:30.123Z", "2024-11-28T10:15:30.123Z", "2024-12-31T10:15:30.123Z"} {
 		want, err := time.Parse(time.RFC3339Nano, s)
 		got, ok := parseTime(jsontext.Value(`"` + s + `"`))
 		if ok != (err == nil) || ok && !got.Equal(want) {
 			t.Errorf("parseTime(%q) = %v, %t; time.Parse: %v, %v", s, got, ok, want, err)
+		}
+	}
+}
+
+// TestIsRequestID: only a UUID's form is a request id.
+func TestIsRequestID(t *testing.T) {
+	t.Parallel()
+	for id, want := range map[string]bool{
+		rid: true, strings.ToUpper(rid): true, "undefined": false, rid[:35]: false, rid + "0": false,
+		"8f5c0a61-0d4e-4c1e-9f55-3c0b2c7e9a1g": false, "8f5c0a61-0d4e-4c1e-9f55-3c0b2c7e9a1\x10": false,
+		"8f5c0a610-d4e-4c1e-9f55-3c0b2c7e9a10": false, "8f5c0a61-0d4e-4c1e-9f55-3c0b2c7e9-10": false,
+	} {
+		if got := isRequestID(id); got != want {
+			t.Errorf("isRequestID(%q) = %v", id, got)
+		}
+		if got := isRequestID([]byte(id)); got != want {
+			t.Errorf("isRequestID([]byte(%q)) = %v", id, got)
 		}
 	}
 }

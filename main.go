@@ -158,10 +158,10 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if cfg.target.labels, err = parseLabels(getenv("LOKI_LABELS")); err != nil {
 		return cfg, fmt.Errorf("LOKI_LABELS: %w", err)
 	}
-	if cfg.types, err = parseTypes(envOr(getenv, "LOKI_TYPES", defaultTypes)); err != nil {
+	if cfg.types, err = parseTypes(cmp.Or(strings.TrimSpace(getenv("LOKI_TYPES")), defaultTypes)); err != nil {
 		return cfg, fmt.Errorf("LOKI_TYPES: %w", err)
 	}
-	mode := envOr(getenv, "LOKI_FLUSH_MODE", "invocation")
+	mode := cmp.Or(strings.TrimSpace(getenv("LOKI_FLUSH_MODE")), "invocation")
 	if cfg.adaptive = mode == "adaptive"; !cfg.adaptive && mode != "invocation" {
 		return cfg, fmt.Errorf("LOKI_FLUSH_MODE: %q is not a flush mode; use invocation (the default) or adaptive", mode)
 	}
@@ -230,10 +230,6 @@ func envNumber[T int | time.Duration](r *envReader, name string, def, lo, hi T, 
 		r.err = fmt.Errorf("%s: %q is not %s from %v to %v (default %v)", name, v, kind, lo, hi, def)
 	}
 	return n
-}
-
-func envOr(getenv func(string) string, name, def string) string {
-	return cmp.Or(strings.TrimSpace(getenv(name)), def)
 }
 
 // validTenant reports whether Loki accepts t as a tenant; "" means none.
