@@ -747,7 +747,6 @@ func streamJSON(labels map[string]string, src source) []byte {
 // encode returns the gzip-compressed JSON push request for es, which is
 // not empty. Streams are grouped by source; within a stream entries keep
 // their order.
-
 func (s *shipper) encode(es []entry) []byte {
 	var value []byte
 	for src := range numSources {
