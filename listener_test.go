@@ -443,8 +443,11 @@ func TestOddRecordsKeepTheirDelivery(t *testing.T) {
 			n++
 		}
 	}
-	if n != 1 {
-		t.Errorf("%d spans of the invocation, want 1", n)
+	if n != 1 || l.nextSpan != 1 {
+		t.Errorf("%d spans of the invocation and the next span at %d, want 1 and 1", n, l.nextSpan)
+	}
+	if n := strings.Count(strings.Join(l.done[:], " "), rid); n != 1 {
+		t.Errorf("runtimeDone recorded %d times, want once", n)
 	}
 }
 

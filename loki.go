@@ -761,9 +761,14 @@ func (s *shipper) encode(es []entry) []byte {
 }
 
 // add appends value, of the stream with labels (a JSON object), to the
-// request being built in s.json, and hands it to the compressor now and
-// then. A value of another stream than the last starts its stream.
+// request being built in s.json, and hands what it holds to the compressor
+// every 32 KiB, so that a request is never held uncompressed. A value of
+// another stream than the last starts its stream.
 func (s *shipper) add(labels, value []byte) {
+	if s.labels != nil && len(s.json) >= 32<<10 {
+		s.zw.Write(s.json)
+		s.json = s.json[:0]
+	}
 	switch {
 	case s.labels == nil:
 		s.zw.Reset(&s.out)
@@ -776,10 +781,6 @@ func (s *shipper) add(labels, value []byte) {
 	}
 	s.labels = labels
 	s.json = append(append(append(append(s.json, `{"stream":`...), labels...), `,"values":[`...), value...)
-	if len(s.json) >= 32<<10 {
-		s.zw.Write(s.json)
-		s.json = s.json[:0]
-	}
 }
 
 // compressed ends the request being built and returns it, compressed.

@@ -114,6 +114,24 @@ func TestEncodeGroupsStreamsAndKeepsOrder(t *testing.T) {
 	}
 }
 
+// TestEncodeCompressesAsItGoes: a large request of one stream is handed
+// to the compressor as it is built, never held whole uncompressed, and
+// decodes back to every line in order.
+func TestEncodeCompressesAsItGoes(t *testing.T) {
+	s, _ := testShipper(t, lokiTarget{})
+	var es []entry
+	for i := range 5000 {
+		es = append(es, entry{ts: int64(i), line: fmt.Sprintf("line %d %s", i, strings.Repeat("x", 200)), src: sourceFunction})
+	}
+	got := decodeBody(t, s.encode(es))
+	if cap(s.json) > 64<<10 {
+		t.Errorf("%d bytes held uncompressed for a request of %d lines", cap(s.json), len(es))
+	}
+	if n := len(got.Streams); n != 1 || len(got.Streams[0].Values) != len(es) || got.Streams[0].Values[4999].Line != es[4999].line {
+		t.Errorf("%d streams; want one of %d lines in order", n, len(es))
+	}
+}
+
 func TestParseLabels(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
