@@ -50,7 +50,7 @@ const (
 	// memoryHeadroom over the buffer's cap is the Go runtime's soft
 	// memory limit: the heap beyond the buffer, and the runtime's own. At
 	// 6 MiB, a 128 MB function writing 10,000 lines per invocation kept
-	// the GC running: 2.5 times the CPU, for 1.7 MB less RSS (go run
+	// the GC running: 2.5 times the CPU, for about 1 MB less RSS (go run
 	// ./bench -lines 10000; a Loki outage's peak RSS is the same).
 	memoryHeadroom       = 8 << 20
 	defaultMaxLineBytes  = 256 << 10
