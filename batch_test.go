@@ -39,12 +39,12 @@ func TestAddMovesOnlyIdenticalEntries(t *testing.T) {
 	b := newBatch(1<<20, 1<<20)
 	b.add([]entry{
 		{ts: 100, line: "a"},
-		{ts: 100, line: "b"},                                // same time, another line: kept
-		{ts: 50, line: "c"},                                 // earlier: keeps its time
-		{ts: 100, line: "a"},                                // identical to the first: moves
-		{ts: 100, line: "a"},                                // and again
-		{ts: 100, line: "a", src: sourcePlatform},           // another stream
-		{ts: 100, line: "a", meta: metadata{level: "info"}}, // other metadata
+		{ts: 100, line: "b"},                         // same time, another line: kept
+		{ts: 50, line: "c"},                          // earlier: keeps its time
+		{ts: 100, line: "a"},                         // identical to the first: moves
+		{ts: 100, line: "a"},                         // and again
+		{ts: 100, line: "a", src: sourcePlatform},    // another stream
+		{ts: 100, line: "a", level: levelOf("info")}, // other metadata
 	})
 	b.add([]entry{{ts: 100, line: "a"}, {ts: 101, line: "x"}})
 	type tl struct {
@@ -116,12 +116,15 @@ func TestTakeKeepsOrderAndCounts(t *testing.T) {
 	if got := lines(first); !cmp.Equal([]string{"0", "1"}, got) || last != 2 {
 		t.Fatalf("take = %q, last %d", got, last)
 	}
-	if b.taken() != 2 || b.mark() != 6 || b.queued != 4*one {
-		t.Errorf("taken %d, mark %d, queued %d", b.taken(), b.mark(), b.queued)
+	if _, _, taken := b.waiting(); taken != 2 || b.mark() != 6 || b.queued != 4*one {
+		t.Errorf("taken %d, mark %d, queued %d", taken, b.mark(), b.queued)
 	}
 	rest, last := b.take(1 << 20)
 	if got := lines(rest); !cmp.Equal([]string{"2", "3", "4", "5"}, got) || last != 6 || b.queued != 0 {
 		t.Errorf("take = %q, last %d, queued %d", got, last, b.queued)
+	}
+	if queued, _, taken := b.waiting(); queued != 0 || taken != 6 {
+		t.Errorf("empty batch: waiting %d, taken %d, want 0 and 6", queued, taken)
 	}
 }
 
@@ -200,7 +203,7 @@ func BenchmarkBatchAdd(b *testing.B) {
 		for pb.Next() {
 			bt.add(es)
 			mu.Lock()
-			if q, _ := bt.waiting(); q > 64<<20 {
+			if q, _, _ := bt.waiting(); q > 64<<20 {
 				bt.take(1 << 30)
 			}
 			mu.Unlock()

@@ -459,12 +459,12 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 			// The common text line: kept as Lambda escaped it, so that it
 			// is neither unescaped here nor escaped again for Loki.
 			e.line, e.escaped = line, true
-			e.meta.requestID, e.meta.level = parseTextPrefix(line, `\t`)
+			e.meta.requestID, e.level = parseTextPrefix(line, `\t`)
 			break
 		}
 		e.line = strings.TrimSuffix(unquote(raw), "\n")
 		if fields = new(recordFields); !strings.HasPrefix(e.line, "{") || !l.readRecord(jsontext.Value(e.line), fields) {
-			e.meta.requestID, e.meta.level = parseTextPrefix(e.line, "\t")
+			e.meta.requestID, e.level = parseTextPrefix(e.line, "\t")
 			break // not JSON printed as text
 		}
 		fallthrough
@@ -479,7 +479,7 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 		if t := fields.time; t.Before(at.Add(maxRecordTimeSkew)) && t.After(at.Add(-maxRecordTimeAge)) {
 			e.ts = t.UnixNano()
 		}
-		e.meta.requestID, e.meta.tenantID, e.meta.level = fields.requestID, fields.tenantID, fields.level
+		e.meta.requestID, e.meta.tenantID, e.level = fields.requestID, fields.tenantID, fields.level
 	default: // a number, array, bool or null: kept as written
 		e.line = string(raw)
 	}
@@ -518,8 +518,9 @@ func (l *listener) escapedLine(raw jsontext.Value) (string, bool) {
 
 // recordFields is what a JSON log record tells of itself.
 type recordFields struct {
-	time                       time.Time
-	level, requestID, tenantID string
+	time                time.Time
+	level               severity
+	requestID, tenantID string
 }
 
 // readFields reads the JSON log record next in d into f: its timestamp,
@@ -576,22 +577,22 @@ func (l *listener) intern(id []byte) string {
 	return string(id)
 }
 
-// levelOf returns the level word s names, lowercased and normalized, or "".
-func levelOf[T string | []byte](s T) string {
+// levelOf returns the level s names, case-insensitively, or 0.
+func levelOf[T string | []byte](s T) severity {
 	var lower [8]byte
-	if len(s) > len(lower) {
-		return ""
+	if len(s) == 0 || len(s) > len(lower) {
+		return 0
 	}
 	for i := range len(s) {
 		lower[i] = s[i] | 0x20 // ASCII letters only fold to letters
 	}
-	for _, w := range [...][2]string{{"trace", "trace"}, {"debug", "debug"}, {"info", "info"}, {"warn", "warn"}, {"warning", "warn"},
-		{"error", "error"}, {"err", "error"}, {"fatal", "fatal"}, {"critical", "critical"}, {"crit", "critical"}} {
-		if string(lower[:len(s)]) == w[0] {
-			return w[1]
+	// Each level's other name, or its name again.
+	for v, alias := range [...]string{"", "trace", "debug", "info", "warning", "err", "fatal", "crit"} {
+		if w := string(lower[:len(s)]); w == alias || w == severity(v).String() {
+			return severity(v)
 		}
 	}
-	return ""
+	return 0
 }
 
 // platformRecord reads a platform record; fields of the wrong type stay
@@ -644,7 +645,7 @@ func (l *listener) platformEntry(typ string, raw jsontext.Value, rec *platformRe
 	e := entry{src: sourcePlatform, ts: at.UnixNano()}
 	e.meta.eventType, e.meta.requestID, e.meta.tenantID = typ, rec.requestID, rec.tenantID
 	if failed {
-		e.meta.level = "error"
+		e.level = levelOf("error")
 	}
 	if e.meta.traceID = traceID(rec.traceValue); e.meta.traceID == "" && rec.requestID != "" {
 		if sp := l.spanOf(rec.requestID, at); sp != nil {
@@ -735,19 +736,19 @@ func parseTime(raw jsontext.Value) (time.Time, bool) {
 // of the managed runtimes: Node.js and others write
 // "<time>\t<request id>\t<LEVEL>\t<message>", Python "[<LEVEL>]\t<time>\t<request id>\t<message>".
 // tab is how the line writes a tab: "\t", or `\t` if it is still escaped.
-func parseTextPrefix(line, tab string) (requestID, level string) {
+func parseTextPrefix(line, tab string) (requestID string, level severity) {
 	f1, rest, _ := strings.Cut(line, tab)
 	f2, rest, _ := strings.Cut(rest, tab)
 	f3, _, ok := strings.Cut(rest, tab) // not ok if either cut before was not
 	if !ok || strings.Contains(f1, `\`) || strings.Contains(f2, `\`) || strings.Contains(f3, `\`) {
-		return "", "" // no such field has a backslash: tab matched inside an escape
+		return "", 0 // no such field has a backslash: tab matched inside an escape
 	}
 	if len(f1) > 2 && f1[0] == '[' && f1[len(f1)-1] == ']' && isTimestamp(f2) {
 		requestID, level = f3, levelOf(f1[1:len(f1)-1])
 	} else if isTimestamp(f1) {
 		requestID, level = f2, levelOf(f3)
 	}
-	if level == "" || !isRequestID(requestID) {
+	if level == 0 || !isRequestID(requestID) {
 		requestID = "" // e.g. "undefined" during Init
 	}
 	return requestID, level

@@ -39,13 +39,21 @@ type got struct {
 	Src  string
 	TS   string
 	Line string
-	Meta metadata
+	Meta meta
+}
+
+// meta is an entry's metadata and level as the tests compare them.
+type meta struct{ requestID, traceID, tenantID, level, eventType string }
+
+func metaOf(e entry) meta {
+	m := e.meta
+	return meta{m.requestID, m.traceID, m.tenantID, e.level.String(), m.eventType}
 }
 
 func stored(l *listener) []got {
 	var out []got
 	for _, e := range l.batch.entries {
-		out = append(out, got{e.src.String(), time.Unix(0, e.ts).UTC().Format(time.RFC3339Nano), lineText(e), e.meta})
+		out = append(out, got{e.src.String(), time.Unix(0, e.ts).UTC().Format(time.RFC3339Nano), lineText(e), metaOf(e)})
 	}
 	return out
 }
@@ -58,46 +66,46 @@ func TestRecordDecoding(t *testing.T) {
 		want   []got
 	}{
 		{"text line loses one newline", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"hello\n\n"}]`,
-			[]got{{"function", "2024-11-25T10:15:30.101Z", "hello\n", metadata{}}}},
+			[]got{{"function", "2024-11-25T10:15:30.101Z", "hello\n", meta{}}}},
 		{"Node.js prefix", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"2024-11-25T10:15:30.100Z\t` + rid + `\tERROR\tboom\n"}]`,
-			[]got{{"function", "2024-11-25T10:15:30.101Z", "2024-11-25T10:15:30.100Z\t" + rid + "\tERROR\tboom", metadata{requestID: rid, level: "error"}}}},
+			[]got{{"function", "2024-11-25T10:15:30.101Z", "2024-11-25T10:15:30.100Z\t" + rid + "\tERROR\tboom", meta{requestID: rid, level: "error"}}}},
 		{"Python prefix", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"[WARNING]\t2024-11-25T10:15:30.100Z\t` + rid + `\tcareful\n"}]`,
-			[]got{{"function", "2024-11-25T10:15:30.101Z", "[WARNING]\t2024-11-25T10:15:30.100Z\t" + rid + "\tcareful", metadata{requestID: rid, level: "warn"}}}},
+			[]got{{"function", "2024-11-25T10:15:30.101Z", "[WARNING]\t2024-11-25T10:15:30.100Z\t" + rid + "\tcareful", meta{requestID: rid, level: "warn"}}}},
 		{"a backslash-t in the text is not a tab", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"2024-11-25T10:15:30.100Z C:\\t` + rid + `\tERROR\tboom"}]`,
-			[]got{{"function", "2024-11-25T10:15:30.101Z", "2024-11-25T10:15:30.100Z C:\\t" + rid + "\tERROR\tboom", metadata{}}}},
+			[]got{{"function", "2024-11-25T10:15:30.101Z", "2024-11-25T10:15:30.100Z C:\\t" + rid + "\tERROR\tboom", meta{}}}},
 		{"Node.js during init", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"2024-11-25T10:15:30.100Z\tundefined\tINFO\tstarting\n"}]`,
-			[]got{{"function", "2024-11-25T10:15:30.101Z", "2024-11-25T10:15:30.100Z\tundefined\tINFO\tstarting", metadata{level: "info"}}}},
+			[]got{{"function", "2024-11-25T10:15:30.101Z", "2024-11-25T10:15:30.100Z\tundefined\tINFO\tstarting", meta{level: "info"}}}},
 		{"JSON record keeps content and own time", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":{"timestamp":"2024-11-25T10:15:30.100123Z","level":"INFO","requestId":"` + rid + `","message":"loaded","items":[1,2]}}]`,
-			[]got{{"function", "2024-11-25T10:15:30.100123Z", `{"timestamp":"2024-11-25T10:15:30.100123Z","level":"INFO","requestId":"` + rid + `","message":"loaded","items":[1,2]}`, metadata{requestID: rid, level: "info"}}}},
+			[]got{{"function", "2024-11-25T10:15:30.100123Z", `{"timestamp":"2024-11-25T10:15:30.100123Z","level":"INFO","requestId":"` + rid + `","message":"loaded","items":[1,2]}`, meta{requestID: rid, level: "info"}}}},
 		{"Java AWSRequestId", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":{"level":"DEBUG","AWSRequestId":"` + rid + `","message":"m"}}]`,
-			[]got{{"function", "2024-11-25T10:15:30.101Z", `{"level":"DEBUG","AWSRequestId":"` + rid + `","message":"m"}`, metadata{requestID: rid, level: "debug"}}}},
+			[]got{{"function", "2024-11-25T10:15:30.101Z", `{"level":"DEBUG","AWSRequestId":"` + rid + `","message":"m"}`, meta{requestID: rid, level: "debug"}}}},
 		{"JSON printed as text", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"{\"level\":\"ERROR\",\"requestId\":\"` + rid + `\",\"message\":\"x\"}\n"}]`,
-			[]got{{"function", "2024-11-25T10:15:30.101Z", `{"level":"ERROR","requestId":"` + rid + `","message":"x"}`, metadata{requestID: rid, level: "error"}}}},
+			[]got{{"function", "2024-11-25T10:15:30.101Z", `{"level":"ERROR","requestId":"` + rid + `","message":"x"}`, meta{requestID: rid, level: "error"}}}},
 		{"JSON record with a wrong-typed field", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":{"level":30,"requestId":"` + rid + `","msg":"pino"}}]`,
-			[]got{{"function", "2024-11-25T10:15:30.101Z", `{"level":30,"requestId":"` + rid + `","msg":"pino"}`, metadata{requestID: rid}}}},
+			[]got{{"function", "2024-11-25T10:15:30.101Z", `{"level":30,"requestId":"` + rid + `","msg":"pino"}`, meta{requestID: rid}}}},
 		{"record timestamp far off is ignored", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":{"timestamp":"2099-01-01T00:00:00Z","message":"m"}}]`,
-			[]got{{"function", "2024-11-25T10:15:30.101Z", `{"timestamp":"2099-01-01T00:00:00Z","message":"m"}`, metadata{}}}},
+			[]got{{"function", "2024-11-25T10:15:30.101Z", `{"timestamp":"2099-01-01T00:00:00Z","message":"m"}`, meta{}}}},
 		{"bad time uses receipt time", `[{"time":"12:01:23:521Z","type":"function","record":"x"}]`,
-			[]got{{"function", "2025-01-01T00:00:00Z", "x", metadata{}}}},
+			[]got{{"function", "2025-01-01T00:00:00Z", "x", meta{}}}},
 		{"non-string record kept as written", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":[1, 2]}]`,
-			[]got{{"function", "2024-11-25T10:15:30.101Z", "[1, 2]", metadata{}}}},
+			[]got{{"function", "2024-11-25T10:15:30.101Z", "[1, 2]", meta{}}}},
 		{"platform.report", `[{"time":"2024-11-25T10:15:30.260Z","type":"platform.report","record":{"requestId":"` + rid + `","status":"success","metrics":{"durationMs":213.02,"billedDurationMs":214,"memorySizeMB":512,"maxMemoryUsedMB":71,"initDurationMs":388.51},"tracing":{"type":"X-Amzn-Trace-Id","value":"Root=1-6744a1b2-0a1b2c3d4e5f60718293a4b5;Sampled=0"}}}]`,
 			[]got{{"platform", "2024-11-25T10:15:30.26Z", "REPORT RequestId: " + rid + "\tDuration: 213.02 ms\tBilled Duration: 214 ms\tMemory Size: 512 MB\tMax Memory Used: 71 MB\tInit Duration: 388.51 ms",
-				metadata{requestID: rid, traceID: "1-6744a1b2-0a1b2c3d4e5f60718293a4b5", eventType: "platform.report"}}}},
+				meta{requestID: rid, traceID: "1-6744a1b2-0a1b2c3d4e5f60718293a4b5", eventType: "platform.report"}}}},
 		{"platform.report on LMI, timed out", `[{"time":"2024-11-25T10:15:30.260Z","type":"platform.report","record":{"requestId":"` + rid + `","status":"timeout","errorType":"Sandbox.Timedout","metrics":{"durationMs":3000}}}]`,
 			[]got{{"platform", "2024-11-25T10:15:30.26Z", "REPORT RequestId: " + rid + "\tDuration: 3000.00 ms\tStatus: timeout\tError Type: Sandbox.Timedout",
-				metadata{requestID: rid, level: "error", eventType: "platform.report"}}}},
+				meta{requestID: rid, level: "error", eventType: "platform.report"}}}},
 		{"failed runtimeDone is shipped, a good one is not", `[{"time":"2024-11-25T10:15:30.260Z","type":"platform.runtimeDone","record":{"requestId":"r","status":"success"}},{"time":"2024-11-25T10:15:30.261Z","type":"platform.runtimeDone","record":{"requestId":"r2","status":"error","errorType":"Runtime.ExitError"}}]`,
 			[]got{{"platform", "2024-11-25T10:15:30.261Z", `platform.runtimeDone {"requestId":"r2","status":"error","errorType":"Runtime.ExitError"}`,
-				metadata{requestID: "r2", level: "error", eventType: "platform.runtimeDone"}}}},
+				meta{requestID: "r2", level: "error", eventType: "platform.runtimeDone"}}}},
 		{"logsDropped is shipped", `[{"time":"2024-11-25T10:15:31.000Z","type":"platform.logsDropped","record":{"droppedBytes":48213,"droppedRecords":311,"reason":"too slow"}}]`,
-			[]got{{"platform", "2024-11-25T10:15:31Z", `platform.logsDropped {"droppedBytes":48213,"droppedRecords":311,"reason":"too slow"}`, metadata{level: "error", eventType: "platform.logsDropped"}}}},
+			[]got{{"platform", "2024-11-25T10:15:31Z", `platform.logsDropped {"droppedBytes":48213,"droppedRecords":311,"reason":"too slow"}`, meta{level: "error", eventType: "platform.logsDropped"}}}},
 		{"not shipped by default", `[{"time":"2024-11-25T10:15:31.000Z","type":"platform.start","record":{"requestId":"r"}},{"time":"2024-11-25T10:15:31.000Z","type":"extension","record":"x"},{"time":"2024-11-25T10:15:31.000Z","type":"platform.someday","record":{}}]`,
 			nil},
 		{"elements that are not events are skipped", `[1, "x", null, {"type": 5}, {"time":"2024-11-25T10:15:30.101Z","type":"function","record":"ok"}]`,
-			[]got{{"function", "2024-11-25T10:15:30.101Z", "ok", metadata{}}}},
+			[]got{{"function", "2024-11-25T10:15:30.101Z", "ok", meta{}}}},
 		{"long line truncated", `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"` + strings.Repeat("é", 200) + `"}]`,
-			[]got{{"function", "2024-11-25T10:15:30.101Z", strings.Repeat("é", 138) + "…[truncated 124 bytes]", metadata{}}}},
+			[]got{{"function", "2024-11-25T10:15:30.101Z", strings.Repeat("é", 138) + "…[truncated 124 bytes]", meta{}}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -105,7 +113,7 @@ func TestRecordDecoding(t *testing.T) {
 			if status := post(l, tc.events); status != http.StatusOK {
 				t.Fatalf("status %d", status)
 			}
-			if diff := cmp.Diff(tc.want, stored(l), cmp.AllowUnexported(metadata{})); diff != "" {
+			if diff := cmp.Diff(tc.want, stored(l), cmp.AllowUnexported(meta{})); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
 		})
@@ -157,11 +165,11 @@ func TestRequestIDsFromTheTelemetry(t *testing.T) {
 				t.Fatalf("status %d for %s", status, d)
 			}
 		}
-		metaOf := map[string]metadata{}
+		metas := map[string]meta{}
 		for _, e := range l.batch.entries {
-			metaOf[lineText(e)] = e.meta
+			metas[lineText(e)] = metaOf(e)
 		}
-		want := map[string]metadata{
+		want := map[string]meta{
 			"init line": {},
 			"a line":    {requestID: a, traceID: "1-aaa", tenantID: "t-a"},
 			`{"requestId":"` + b + `","message":"names b"}`: {requestID: b}, // before b's platform.start
@@ -172,12 +180,12 @@ func TestRequestIDsFromTheTelemetry(t *testing.T) {
 		if lmi { // concurrent invocations: only what a line says itself
 			for line, m := range want {
 				if !strings.HasPrefix(line, "{") {
-					m = metadata{}
+					m = meta{}
 				}
 				want[line] = m
 			}
 		}
-		if diff := cmp.Diff(want, metaOf, cmp.AllowUnexported(metadata{})); diff != "" {
+		if diff := cmp.Diff(want, metas, cmp.AllowUnexported(meta{})); diff != "" {
 			t.Errorf("Managed Instances %t (-want +got):\n%s", lmi, diff)
 		}
 	}
@@ -431,7 +439,7 @@ func TestOddRecordsKeepTheirDelivery(t *testing.T) {
 	if diff := cmp.Diff(want, lines); diff != "" {
 		t.Errorf("lines (-want +got):\n%.2000s", diff)
 	}
-	if got := l.batch.entries[0].meta.level; got != "info" {
+	if got := l.batch.entries[0].level.String(); got != "info" {
 		t.Errorf("level of a record with a repeated key: %q, want the first, info", got)
 	}
 	if got := l.batch.entries[1].meta.requestID; got != rid {
@@ -462,7 +470,7 @@ func TestLevels(t *testing.T) {
 	} {
 		l := testListener("function")
 		post(l, `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":{"level":`+level+`,"message":"m"}}]`)
-		if got := l.batch.entries[0].meta.level; got != want {
+		if got := l.batch.entries[0].level.String(); got != want {
 			t.Errorf("level %.20s: %q, want %q", level, got, want)
 		}
 	}
@@ -508,7 +516,7 @@ func TestMetadataWithinLokisLimits(t *testing.T) {
 	}
 	for _, e := range l.batch.entries {
 		m := e.meta
-		if n := len(m.requestID) + len(m.traceID) + len(m.tenantID) + len(m.level) + len(m.eventType); n > 1024 {
+		if n := len(m.requestID) + len(m.traceID) + len(m.tenantID) + len(e.level.String()) + len(m.eventType); n > 1024 {
 			t.Errorf("%d bytes of metadata for %.40q", n, e.line)
 		}
 	}

@@ -324,7 +324,7 @@ func (s *shipper) release(sent bool) {
 
 // settled reports whether Loki has answered for every line up to mark.
 func (s *shipper) settled(mark int64) bool {
-	if s.batch.taken() < mark {
+	if _, _, taken := s.batch.waiting(); taken < mark {
 		return false
 	}
 	for _, r := range s.queue {
@@ -383,8 +383,8 @@ func (s *shipper) send(ctx context.Context, urgent bool) {
 	for s.inFlight < slots {
 		i := slices.IndexFunc(s.queue, func(r *request) bool { return r.started.IsZero() })
 		if i < 0 {
-			queued, age := s.batch.waiting()
-			wanted := slices.ContainsFunc(s.waiting, func(w *waiter) bool { return w.mark > s.batch.taken() })
+			queued, age, taken := s.batch.waiting()
+			wanted := slices.ContainsFunc(s.waiting, func(w *waiter) bool { return w.mark > taken })
 			if queued == 0 || !(urgent || wanted || age >= s.interval/2 || queued >= s.requestSize()) {
 				break
 			}
@@ -393,7 +393,7 @@ func (s *shipper) send(ctx context.Context, urgent bool) {
 		}
 		s.launch(ctx, s.queue[i])
 	}
-	for queued, _ := s.batch.waiting(); queued >= s.requestSize(); queued, _ = s.batch.waiting() {
+	for queued, _, _ := s.batch.waiting(); queued >= s.requestSize(); queued, _, _ = s.batch.waiting() {
 		s.form() // compress what waits behind busy slots
 	}
 }
@@ -807,7 +807,7 @@ func appendValue(b []byte, e *entry) []byte {
 	}
 	m, sep := &e.meta, ",{"
 	for _, kv := range [...][2]string{{`"request_id":`, m.requestID}, {`"trace_id":`, m.traceID},
-		{`"tenant_id":`, m.tenantID}, {`"level":`, m.level}, {`"event_type":`, m.eventType}} {
+		{`"tenant_id":`, m.tenantID}, {`"level":`, e.level.String()}, {`"event_type":`, m.eventType}} {
 		if kv[1] != "" {
 			b, _ = jsontext.AppendQuote(append(append(b, sep...), kv[0]...), kv[1])
 			sep = ","

@@ -89,7 +89,7 @@ func queuedLines(t testing.TB, s *shipper) (lines []string, stats int) {
 func TestEncodeGroupsStreamsAndKeepsOrder(t *testing.T) {
 	s, _ := testShipper(t, lokiTarget{labels: map[string]string{"service_name": "orders-api", "env": `pr"od\`}})
 	es := []entry{
-		{ts: 1, line: "first", src: sourceFunction, meta: metadata{requestID: "r1", level: "info"}},
+		{ts: 1, line: "first", src: sourceFunction, meta: metadata{requestID: "r1"}, level: levelOf("info")},
 		{ts: 2, line: "REPORT", src: sourcePlatform, meta: metadata{eventType: "platform.report", requestID: "r1"}},
 		{ts: 3, line: "second\twith \"quotes\"\n\x00", src: sourceFunction},
 		{ts: 4, line: "bad utf8 \xff end", src: sourceFunction, meta: metadata{traceID: "1-abc"}},
@@ -418,7 +418,7 @@ func benchEntries() []entry {
 	for i := range es {
 		es[i] = entry{ts: 1732529730100000000 + int64(i), src: sourceFunction,
 			line: fmt.Sprintf("2024-11-25T10:15:30.%03dZ\t%s\tINFO\tGET /orders/%d 200 in %d ms (cache hit, user %d)", i%1000, rid, 1000+i, i%37, i*7919%10007),
-			meta: metadata{requestID: rid, level: "info", traceID: "1-6744a1b2-0a1b2c3d4e5f60718293a4b5"}}
+			meta: metadata{requestID: rid, traceID: "1-6744a1b2-0a1b2c3d4e5f60718293a4b5"}, level: levelOf("info")}
 	}
 	return es
 }
