@@ -41,7 +41,8 @@ type entry struct {
 	escaped bool
 }
 
-// metadata is the structured metadata of an entry; empty fields are omitted.
+// metadata is the structured metadata of an entry, but for its level;
+// empty fields are omitted.
 type metadata struct{ requestID, traceID, tenantID, eventType string }
 
 // severity is a normalized log level; the zero value is none.

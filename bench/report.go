@@ -27,6 +27,7 @@ type aggregate struct {
 	startup, added, stale []time.Duration
 	cpu                   []time.Duration
 	rssKB, rusageKB       []int64
+	anonKB                []int64
 	raw, wire             int64
 	lines, lost, dups     int
 	altered, unknown      int
@@ -46,6 +47,7 @@ func aggregateOf(runs ...*runResult) aggregate {
 		a.cpu = append(a.cpu, r.cpu)
 		a.rssKB = append(a.rssKB, r.rssKB)
 		a.rusageKB = append(a.rusageKB, r.rusageKB)
+		a.anonKB = append(a.anonKB, r.anonKB)
 		a.raw += r.rawBytes
 		a.lines += r.lines
 		a.rejected += r.rejected
@@ -72,8 +74,8 @@ func (r *runResult) summary() string {
 		return head + " FAILED: " + r.err.Error()
 	}
 	a := aggregateOf(r)
-	return fmt.Sprintf("%s start-up %s ms, added p50/p99 %s ms, staleness p50/p99 %s ms, CPU %s ms, RSS %s MB (ru_maxrss %s MB), wire/raw %s, lost %d, dup %d, pushes %d, streams %v; last output: %q",
-		head, msOf(a.startup, 0.5), pair(a.added), pair(a.stale), msOf(a.cpu, 0.5), mb(a.rssKB), mb(a.rusageKB),
+	return fmt.Sprintf("%s start-up %s ms, added p50/p99 %s ms, staleness p50/p99 %s ms, CPU %s ms, RSS %s MB (anonymous %s MB; ru_maxrss %s MB), wire/raw %s, lost %d, dup %d, pushes %d, streams %v; last output: %q",
+		head, msOf(a.startup, 0.5), pair(a.added), pair(a.stale), msOf(a.cpu, 0.5), mb(a.rssKB), mb(a.anonKB), mb(a.rusageKB),
 		ratio(a.wire, a.raw), a.lost, a.dups, a.pushes, a.bySource, lastLine(r.stderr))
 }
 
@@ -198,7 +200,7 @@ func (rep *report) printTargets(w io.Writer) {
 		cpuRatio := float64(median(a.cpu)) / float64(median(base.cpu))
 		row(label+": CPU per 100k lines ≤ ½ of the baseline's", fmt.Sprintf("%.0f ms vs %.0f ms = %.2f×", ms(median(a.cpu)), ms(median(base.cpu)), cpuRatio), atMost(cpuRatio, 0.5, "×"))
 		rss := float64(median(a.rssKB)) * 1024 / 1e6
-		row(label+": max RSS in the burst ≤ 10 MB", fmt.Sprintf("%.1f MB", rss), atMost(rss, 10, "MB"))
+		row(label+": max RSS in the burst ≤ 10 MB", fmt.Sprintf("%.2f MB", rss), atMost(rss, 10, "MB"))
 		su, bsu := ms(median(all.startup)), ms(median(baseAll.startup))
 		row(label+": start-up ≤ the baseline's", fmt.Sprintf("%.1f ms vs %.1f ms (medians of %d and %d runs)", su, bsu, len(all.startup), len(baseAll.startup)), atMost(su, bsu, "ms"))
 		for _, r := range rep.perLines {
@@ -308,7 +310,8 @@ func mb(kbs []int64) string {
 	return mbOf(median(kbs))
 }
 
-func mbOf(kb int64) string { return fmt.Sprintf("%.1f", float64(kb)*1024/1e6) }
+// mbOf prints two decimals: medians of repeated runs move by tens of kB.
+func mbOf(kb int64) string { return fmt.Sprintf("%.2f", float64(kb)*1024/1e6) }
 
 func ratio(a, b int64) string {
 	if b == 0 {

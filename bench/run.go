@@ -40,6 +40,7 @@ type runResult struct {
 	added    []time.Duration // per invocation: runtimeDone answered → /next
 	cpu      time.Duration   // user + system time of the process
 	rssKB    int64           // peak resident set (VmHWM), KiB
+	anonKB   int64           // largest anonymous part of it sampled (RssAnon), KiB
 	rusageKB int64           // ru_maxrss, KiB (see README: inflated by the parent)
 	rawBytes int64
 	lines    int // function lines generated
@@ -115,7 +116,7 @@ func (r *runResult) execute(ctx context.Context) error {
 	r.awaitExit(cmd, exited)
 	r.rawBytes, r.lines, r.rejected = w.rawBytes, len(w.want), w.rejected
 	r.tally, err = newTally(loki.received(), w)
-	r.rssKB = peak.kb.Load()
+	r.rssKB, r.anonKB = peak.kb.Load(), peak.anonKB.Load()
 	return err
 }
 
@@ -208,13 +209,16 @@ func childEnv(spec runSpec, runtimeAPI, lokiURL string) []string {
 // the parent's peak RSS in the child's ru_maxrss, so it would report the
 // benchmark's memory, not the extension's. VmHWM is the high-water mark of
 // the process's own memory since exec; sampling it at each /next and each
-// push (the last one comes after SHUTDOWN) catches the peak.
+// push (the last one comes after SHUTDOWN) catches the peak. The largest
+// RssAnon sampled tells the heap and the runtime's memory from the binary's
+// pages, which the kernel maps 64 KiB at a time (fault-around).
 type rssPeak struct {
-	pid atomic.Int64
-	kb  atomic.Int64
+	pid    atomic.Int64
+	kb     atomic.Int64
+	anonKB atomic.Int64
 }
 
-// sample reads VmHWM and keeps the largest value seen.
+// sample reads VmHWM and RssAnon and keeps the largest values seen.
 func (p *rssPeak) sample() {
 	pid := p.pid.Load()
 	if pid == 0 {
@@ -225,19 +229,25 @@ func (p *rssPeak) sample() {
 		return
 	}
 	for line := range strings.Lines(string(status)) {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			p.keepMax(kb)
-			return
+		key, rest, _ := strings.Cut(line, ":")
+		peak := &p.kb
+		switch key {
+		case "VmHWM":
+		case "RssAnon":
+			peak = &p.anonKB
+		default:
+			continue
 		}
+		kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		keepMax(peak, kb)
 	}
 }
 
-// keepMax raises the peak to kb if it is higher.
-func (p *rssPeak) keepMax(kb int64) {
+// keepMax raises peak to kb if it is higher.
+func keepMax(peak *atomic.Int64, kb int64) {
 	for {
-		old := p.kb.Load()
-		if kb <= old || p.kb.CompareAndSwap(old, kb) {
+		old := peak.Load()
+		if kb <= old || peak.CompareAndSwap(old, kb) {
 			return
 		}
 	}
