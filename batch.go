@@ -144,8 +144,9 @@ func (b *batch) unique(e *entry) {
 	case e.ts < b.newest[e.src]:
 		return // older than the stream's newest: seldom a twin
 	}
-	// The rest of the metadata follows from these. Three string hashes
-	// take 25 ns a line, one maphash.Comparable of the three 45 ns.
+	// The rest of the metadata follows from these. Two string hashes and
+	// the level as a number: cheaper than one maphash.Comparable of all
+	// three (25 against 45 ns a line, when the level was a string too).
 	content := maphash.String(b.seed, e.line) ^ 3*maphash.String(b.seed, e.meta.requestID) ^ 5*uint64(e.level)
 	if latest, ok := twins[content]; ok {
 		e.ts = latest + 1

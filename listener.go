@@ -580,7 +580,7 @@ func (l *listener) intern(id []byte) string {
 // levelOf returns the level s names, case-insensitively, or 0.
 func levelOf[T string | []byte](s T) severity {
 	var lower [8]byte
-	if len(s) == 0 || len(s) > len(lower) {
+	if len(s) > len(lower) {
 		return 0
 	}
 	for i := range len(s) {
