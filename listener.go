@@ -586,9 +586,10 @@ func levelOf[T string | []byte](s T) severity {
 	for i := range len(s) {
 		lower[i] = s[i] | 0x20 // ASCII letters only fold to letters
 	}
+	w := string(lower[:len(s)])
 	// Each level's other name, or its name again.
 	for v, alias := range [...]string{"", "trace", "debug", "info", "warning", "err", "fatal", "crit"} {
-		if w := string(lower[:len(s)]); w == alias || w == severity(v).String() {
+		if w == alias || w == severity(v).String() {
 			return severity(v)
 		}
 	}
