@@ -1,7 +1,6 @@
 package main
 
 import (
-	"hash/maphash"
 	"sync"
 	"time"
 )
@@ -86,27 +85,21 @@ type batch struct {
 	lastTake int        // entries taken last time: the capacity to start with
 	added    int64      // entries ever accepted; the last one's sequence number
 	stats    counters
-	// Per stream, the newest time of an entry, and by a hash of line and
-	// metadata the latest time given to an entry of that time.
-	newest [numSources]int64
-	twins  [numSources]map[uint64]int64
-	seed   maphash.Seed
+	newest   [numSources]int64 // per stream, the newest time of an entry
 }
 
 // newBatch returns a batch that holds at most capBytes and signals ready
 // when flushBytes are queued.
 func newBatch(capBytes, flushBytes int) *batch {
-	b := &batch{capBytes: capBytes, flushBytes: flushBytes, ready: make(chan struct{}, 1), seed: maphash.MakeSeed()}
-	for src := range numSources {
-		b.twins[src] = map[uint64]int64{}
-	}
-	return b
+	return &batch{capBytes: capBytes, flushBytes: flushBytes, ready: make(chan struct{}, 1)}
 }
 
-// add appends entries in order. An entry that would be identical to one
-// before it, which Loki would drop, moves a few nanoseconds, past the
-// latest of its twins; any other keeps its time. Entries that do not fit
-// are dropped and counted.
+// add appends entries in order. Entries that do not fit are dropped and
+// counted. Within a stream, time increases strictly: an entry at most a
+// millisecond older than the stream's newest (Lambda's times have
+// millisecond precision) moves to 1 ns after it, so that Loki shows lines
+// in the order they were written, and keeps identical ones apart. An
+// older entry keeps its time.
 func (b *batch) add(es []entry) {
 	b.mu.Lock()
 	if b.entries == nil {
@@ -119,7 +112,10 @@ func (b *batch) add(es []entry) {
 			b.stats.droppedFull++
 			continue
 		}
-		b.unique(&e)
+		if newest := &b.newest[e.src]; e.ts >= *newest-int64(time.Millisecond) {
+			e.ts = max(e.ts, *newest+1)
+			*newest = e.ts
+		}
 		b.entries = append(b.entries, e)
 		b.queued += e.cost()
 		b.added++
@@ -129,29 +125,6 @@ func (b *batch) add(es []entry) {
 	if full {
 		notify(b.ready)
 	}
-}
-
-// unique moves e's time if an entry of its stream with the same time,
-// line and metadata came before: Loki would keep only one. It checks the
-// entries of the stream's newest time (lines of one millisecond share it),
-// and moves e past the latest of its twins. b.mu is held.
-func (b *batch) unique(e *entry) {
-	twins := b.twins[e.src]
-	switch {
-	case e.ts > b.newest[e.src]:
-		b.newest[e.src] = e.ts
-		clear(twins)
-	case e.ts < b.newest[e.src]:
-		return // older than the stream's newest: seldom a twin
-	}
-	// The rest of the metadata follows from these. Two string hashes and
-	// the level as a number: cheaper than one maphash.Comparable of all
-	// three (25 against 45 ns a line, when the level was a string too).
-	content := maphash.String(b.seed, e.line) ^ 3*maphash.String(b.seed, e.meta.requestID) ^ 5*uint64(e.level)
-	if latest, ok := twins[content]; ok {
-		e.ts = latest + 1
-	}
-	twins[content] = e.ts
 }
 
 // take removes and returns the oldest entries, up to maxBytes of them but at

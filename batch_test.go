@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"strconv"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/google/go-cmp/cmp"
@@ -32,21 +34,24 @@ func lineText(e entry) string {
 	return s
 }
 
-// TestAddMovesOnlyIdenticalEntries: an entry keeps its own time unless it
-// would be identical (stream, time, line, metadata) to a recent one; then
-// it moves past the latest of those.
-func TestAddMovesOnlyIdenticalEntries(t *testing.T) {
+// TestAddKeepsEachStreamInOrder: within a stream, an entry at most a
+// millisecond older than the newest moves to 1 ns after it, so that time
+// increases strictly in the order of writing (lines of one millisecond,
+// identical ones too); an older entry keeps its time; streams are apart.
+func TestAddKeepsEachStreamInOrder(t *testing.T) {
+	const ms = int64(time.Millisecond)
 	b := newBatch(1<<20, 1<<20)
 	b.add([]entry{
-		{ts: 100, line: "a"},
-		{ts: 100, line: "b"},                         // same time, another line: kept
-		{ts: 50, line: "c"},                          // earlier: keeps its time
-		{ts: 100, line: "a"},                         // identical to the first: moves
-		{ts: 100, line: "a"},                         // and again
-		{ts: 100, line: "a", src: sourcePlatform},    // another stream
-		{ts: 100, line: "a", level: levelOf("info")}, // other metadata
+		{ts: 10 * ms, line: "a"},
+		{ts: 10 * ms, line: "b"},                           // same time: after a
+		{ts: 10 * ms, line: "a"},                           // identical to the first: after b
+		{ts: 10 * ms, line: "a", src: sourcePlatform},      // another stream: its own time
+		{ts: 9*ms + 2, line: "c"},                          // a millisecond older than the newest: moves too
+		{ts: 9*ms + 1, line: "d"},                          // older than that: keeps its time
+		{ts: 10*ms + 2, line: "e", level: levelOf("info")}, // taken: after c
+		{ts: 12 * ms, line: "f"},                           // newer: keeps its time
 	})
-	b.add([]entry{{ts: 100, line: "a"}, {ts: 101, line: "x"}})
+	b.add([]entry{{ts: 12 * ms, line: "f"}, {ts: 10 * ms, line: "g", src: sourcePlatform}})
 	type tl struct {
 		TS   int64
 		Line string
@@ -56,22 +61,21 @@ func TestAddMovesOnlyIdenticalEntries(t *testing.T) {
 	for _, e := range es {
 		got = append(got, tl{e.ts, e.line})
 	}
-	want := []tl{{100, "a"}, {100, "b"}, {50, "c"}, {101, "a"}, {102, "a"}, {100, "a"}, {100, "a"}, {103, "a"}, {101, "x"}}
-	// (An older entry, as "c", is seldom a twin and is not checked.)
+	want := []tl{{10 * ms, "a"}, {10*ms + 1, "b"}, {10*ms + 2, "a"}, {10 * ms, "a"}, {10*ms + 3, "c"}, {9*ms + 1, "d"},
+		{10*ms + 4, "e"}, {12 * ms, "f"}, {12*ms + 1, "f"}, {10*ms + 1, "g"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
-	// A flood of one line in one millisecond costs little: each moves past
-	// the latest.
+	// A flood of lines in one millisecond keeps its order, one ns apart.
 	var flood []entry
-	for range 5000 {
-		flood = append(flood, entry{ts: 1000, line: "same"})
+	for i := range 5000 {
+		flood = append(flood, entry{ts: 20 * ms, line: strconv.Itoa(i % 3)})
 	}
 	b.add(flood)
 	es, _ = b.take(1 << 30)
 	for i, e := range es {
-		if e.ts != int64(1000+i) {
-			t.Fatalf("flood entry %d at %d, want %d", i, e.ts, 1000+i)
+		if e.ts != 20*ms+int64(i) {
+			t.Fatalf("flood entry %d at %d, want %d", i, e.ts, 20*ms+int64(i))
 		}
 	}
 }
