@@ -45,7 +45,7 @@ type fakeLambda struct {
 
 	mu             sync.Mutex // guards the fields below
 	registerStatus int        // 0: 200
-	subscribeCodes []int      // statuses of successive subscribe calls; then 200
+	subscribeCodes []int      // statuses of successive subscribe calls (0: no answer); then 200
 	registered     [][]string
 	subscriptions  []subscribeRequest
 	errorTypes     []string // Lambda-Extension-Function-Error-Type of init/exit errors
@@ -125,6 +125,11 @@ func (f *fakeLambda) subscribe(w http.ResponseWriter, r *http.Request) {
 		status, f.subscribeCodes = f.subscribeCodes[0], f.subscribeCodes[1:]
 	}
 	f.mu.Unlock()
+	if status == 0 {
+		conn, _, _ := http.NewResponseController(w).Hijack()
+		conn.Close()
+		return
+	}
 	if status == http.StatusAccepted {
 		w.WriteHeader(status)
 		fmt.Fprint(w, `{"errorType":"Telemetry.NotSupported","errorMessage":"not here"}`)

@@ -233,6 +233,54 @@ func TestSubscribeFallsBackToOlderSchema(t *testing.T) {
 	}
 }
 
+// TestSubscribeRetried: a subscribe answered 5xx or not at all is tried
+// again, and the environment's lines are shipped.
+func TestSubscribeRetried(t *testing.T) {
+	f := newFakeLambda(t)
+	f.subscribeCodes = []int{http.StatusInternalServerError, 0, http.StatusServiceUnavailable}
+	loki := newFakeLoki(t)
+	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL})
+	f.awaitNext()
+	want := invocation(f, "11111111-2222-3333-4444-555555555555", 3)
+	if diff := cmp.Diff(want, loki.lines("function"), anyOrder); diff != "" {
+		t.Errorf("lines (-want +got):\n%s", diff)
+	}
+	f.shutdown()
+	x.wait(t)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.subscriptions) != 4 {
+		t.Errorf("%d subscribe calls, want 4", len(f.subscriptions))
+	}
+	if out := x.out.String(); strings.Contains(out, "subscribe") {
+		t.Errorf("a retried subscribe printed:\n%s", out)
+	}
+}
+
+// TestSubscribeRefused: a 4xx (but the schema's 400) is not tried again;
+// it is told once, and the extension runs on without telemetry.
+func TestSubscribeRefused(t *testing.T) {
+	f := newFakeLambda(t)
+	f.subscribeCodes = []int{http.StatusForbidden, http.StatusForbidden}
+	loki := newFakeLoki(t)
+	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL})
+	f.awaitNext()
+	f.send(lifecycleEvent{EventType: "INVOKE", RequestID: "r", DeadlineMs: time.Now().Add(time.Hour).UnixMilli()})
+	f.awaitNext()
+	f.shutdown()
+	if err := x.wait(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.subscriptions) != 1 {
+		t.Errorf("%d subscribe calls, want 1", len(f.subscriptions))
+	}
+	if out := x.out.String(); strings.Count(out, "subscribe to the Telemetry API: schema 2025-01-29: status 403") != 1 {
+		t.Errorf("want one message for the 403, got:\n%s", out)
+	}
+}
+
 func TestManagedInstances(t *testing.T) {
 	f := newFakeLambda(t)
 	loki := newFakeLoki(t)

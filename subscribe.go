@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 const (
@@ -15,6 +16,10 @@ const (
 	// platform that answers 400 to it.
 	schemaVersion    = "2025-01-29"
 	oldSchemaVersion = "2022-12-13"
+
+	// subscribeBudget bounds subscribe with its retries: Init has 10 s
+	// for every extension and the function together.
+	subscribeBudget = 4 * time.Second
 )
 
 // errTelemetryUnsupported means the Telemetry API accepted the subscription
@@ -42,18 +47,29 @@ func (sr subscribeRequest) appendJSON(b []byte) []byte {
 }
 
 // subscribe subscribes to the Telemetry API; it must happen before the first
-// /next. It retries once with the older schema if the newest is refused with
-// 400, and returns errTelemetryUnsupported on 202.
+// /next. It tries the older schema if the newest is refused with 400, and
+// returns errTelemetryUnsupported on 202. A 5xx answer or none is tried
+// again, the pause doubling from 100 ms, for up to subscribeBudget: one
+// failure must not silence the environment for life.
 func (c *extensionClient) subscribe(ctx context.Context, sr subscribeRequest) error {
-	err := c.putSubscription(ctx, sr)
-	var ae *apiError
-	if errors.As(err, &ae) && ae.status == http.StatusBadRequest {
-		sr.SchemaVersion = oldSchemaVersion
-		if err2 := c.putSubscription(ctx, sr); err2 == nil || errors.Is(err2, errTelemetryUnsupported) {
-			return err2
+	ctx, cancel := context.WithTimeout(ctx, subscribeBudget)
+	defer cancel()
+	for pause := 100 * time.Millisecond; ; pause *= 2 {
+		err := c.putSubscription(ctx, sr)
+		ae, answered := errors.AsType[*apiError](err)
+		switch {
+		case answered && ae.status == http.StatusBadRequest && sr.SchemaVersion != oldSchemaVersion:
+			sr.SchemaVersion = oldSchemaVersion
+			continue
+		case err == nil || errors.Is(err, errTelemetryUnsupported) || answered && ae.status < 500:
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
 		}
 	}
-	return err
 }
 
 func (c *extensionClient) putSubscription(ctx context.Context, sr subscribeRequest) error {
