@@ -133,7 +133,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return cfg, errors.New("LOKI_BEARER_TOKEN and LOKI_USERNAME/LOKI_PASSWORD are both set: keep one of them")
 	}
 	// Each may be the ARN of a secret or parameter, fetched at run time.
-	sec := &secrets{values: [3]string{user, pass, bearer}, getenv: getenv, again: make(chan struct{}, 1)}
+	sec := &secrets{values: [3]string{user, pass, bearer}, getenv: getenv, again: make(chan struct{}, 1), hurry: make(chan struct{}, 1)}
 	for i, name := range [...]string{"LOKI_USERNAME", "LOKI_PASSWORD", "LOKI_BEARER_TOKEN"} {
 		if strings.HasPrefix(sec.values[i], "arn:") {
 			r, err := parseSecretARN(name, sec.values[i])
@@ -434,6 +434,9 @@ func (x *extension) shutdown(ctx context.Context, ev lifecycleEvent) {
 		end = now.Add(fallbackShutdown) // not a usable deadline
 	}
 	x.shipper.kick() // what is queued goes now, while late telemetry comes
+	if sec := x.cfg.target.secrets; sec != nil {
+		notify(sec.hurry)
+	}
 	if x.telemetry {
 		x.awaitQuiet(end)
 	}

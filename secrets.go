@@ -75,6 +75,7 @@ type secrets struct {
 	log     *onceLogger
 	changed func()        // called after a fetch: the header changed, or it failed
 	again   chan struct{} // capacity 1: fetch now
+	hurry   chan struct{} // capacity 1: SHUTDOWN came; the next fetch asked for goes at once
 	start   sync.Once
 
 	mu             sync.Mutex // guards the fields below
@@ -106,9 +107,10 @@ func (c *secrets) refresh() {
 
 // run fetches the credentials until ctx ends: the first time at once,
 // then every refreshEvery, and when Loki refused them, at least pause
-// after the last fetch. pause starts at rotationPause and doubles while
-// fetches bring the same credentials that Loki refuses. A failure is told
-// once per kind and retried with a backoff.
+// after the last fetch (but once at SHUTDOWN, at once). pause starts at
+// rotationPause and doubles while fetches bring the same credentials that
+// Loki refuses. A failure is told once per kind and retried with a
+// backoff.
 func (c *secrets) run(ctx context.Context) {
 	for delay, pause := retryBaseFetch, rotationPause; ; {
 		fetched := time.Now()
@@ -135,7 +137,10 @@ func (c *secrets) run(ctx context.Context) {
 		case <-time.After(wait):
 			pause = rotationPause
 		case <-c.again:
-			time.Sleep(time.Until(fetched.Add(pause)))
+			select {
+			case <-time.After(time.Until(fetched.Add(pause))):
+			case <-c.hurry: // the refused lines have only until the deadline
+			}
 			pause = min(2*pause, retryMaxFetch)
 		}
 	}

@@ -427,6 +427,35 @@ func TestRotatedSecret(t *testing.T) {
 	noSecretsIn(t, x.out.String(), "glc_", aws.secret)
 }
 
+// TestRotationAtShutdown: when Loki refuses a rotated token and SHUTDOWN
+// comes before the pause after the last fetch is over, one fetch goes at
+// once, and the refused lines reach Loki with the new token.
+func TestRotationAtShutdown(t *testing.T) {
+	t.Parallel()
+	f, aws, loki := newFakeLambda(t), newFakeAWS(t, map[string]string{smARN: "glc_v1"}), newFakeLoki(t)
+	loki.auth = "Bearer glc_v1"
+	x := startExtension(t, f, aws.env(map[string]string{"LOKI_URL": loki.srv.URL, "LOKI_BEARER_TOKEN": smARN}))
+	f.awaitNext()
+	want := invocation(f, requestID(1), 5)
+	eventually(t, waitLimit, "the first invocation's lines", func() bool { return len(loki.lines("function")) == len(want) })
+	aws.set(smARN, "glc_v2")
+	loki.mu.Lock()
+	loki.auth = "Bearer glc_v2"
+	loki.mu.Unlock()
+	want = append(want, invocation(f, requestID(2), 5)...)
+	eventually(t, waitLimit, "a refused push", func() bool { loki.mu.Lock(); defer loki.mu.Unlock(); return loki.refused > 0 })
+	f.shutdown() // well within rotationPause of the first fetch
+	if err := x.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, loki.lines("function"), anyOrder); diff != "" {
+		t.Errorf("lines in Loki (-want +got):\n%s", diff)
+	}
+	if c := summary(t, x.out.String()); c.droppedLoki+c.droppedAtExit != 0 || aws.callCount() != 2 {
+		t.Errorf("counters %+v, AWS calls %v", c, aws.calls)
+	}
+}
+
 // TestSecretUnavailable: a secret the extension cannot read costs no Init
 // error and no crash: one message names the variable and AWS's error
 // code, the fetch is retried, and the lines stay buffered; read at last,
