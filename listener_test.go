@@ -481,21 +481,21 @@ func TestLevels(t *testing.T) {
 // millisecond; a record's own time with finer digits is kept as it is.
 func TestEnvironmentOffset(t *testing.T) {
 	t.Parallel()
-	body := `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"same line"},
-		{"time":"2024-11-25T10:15:30.101Z","type":"function","record":{"timestamp":"2024-11-25T10:15:30.100250Z","message":"own time"}}]`
+	body := `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":{"timestamp":"2024-11-25T10:15:30.100250Z","message":"own time"}},
+		{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"same line"}]`
 	ms := time.Date(2024, 11, 25, 10, 15, 30, 101_000_000, time.UTC).UnixNano()
 	seen := map[int64]bool{}
 	for range 2 {
 		l := newListener(newBatch(1<<20, 1<<20), typeFilter{"function": true}, 1000, "x: ", true)
 		post(l, body)
 		e := l.batch.entries
-		if e[0].ts < ms || e[0].ts >= ms+int64(time.Millisecond) || e[0].ts != ms+l.offset {
-			t.Errorf("text line at %d, want %d plus this environment's offset %d", e[0].ts, ms, l.offset)
+		if want := ms - 750_000; e[0].ts != want {
+			t.Errorf("record at %d, want its own time %d", e[0].ts, want)
 		}
-		if want := ms - 750_000; e[1].ts != want {
-			t.Errorf("record at %d, want its own time %d", e[1].ts, want)
+		if e[1].ts < ms || e[1].ts >= ms+int64(time.Millisecond) || e[1].ts != ms+l.offset {
+			t.Errorf("text line at %d, want %d plus this environment's offset %d", e[1].ts, ms, l.offset)
 		}
-		seen[e[0].ts] = true
+		seen[e[1].ts] = true
 	}
 	if len(seen) != 2 {
 		t.Error("two environments gave the same line the same timestamp") // a chance of 1 in 10^6
