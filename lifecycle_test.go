@@ -209,50 +209,40 @@ func TestTelemetryNotSupported(t *testing.T) {
 	}
 }
 
-func TestSubscribeFallsBackToOlderSchema(t *testing.T) {
-	f := newFakeLambda(t)
-	f.subscribeCodes = []int{http.StatusBadRequest}
-	loki := newFakeLoki(t)
-	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL})
-	f.awaitNext()
-	want := invocation(f, "11111111-2222-3333-4444-555555555555", 3)
-	if diff := cmp.Diff(want, loki.lines("function"), anyOrder); diff != "" {
-		t.Errorf("lines (-want +got):\n%s", diff)
-	}
-	f.shutdown()
-	x.wait(t)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var schemas []string
-	for _, s := range f.subscriptions {
-		schemas = append(schemas, s.SchemaVersion)
-	}
-	if diff := cmp.Diff([]string{"2025-01-29", "2022-12-13"}, schemas); diff != "" {
-		t.Errorf("schemas (-want +got):\n%s", diff)
-	}
-}
-
-// TestSubscribeRetried: a subscribe answered 5xx or not at all is tried
-// again, and the environment's lines are shipped.
-func TestSubscribeRetried(t *testing.T) {
-	f := newFakeLambda(t)
-	f.subscribeCodes = []int{http.StatusInternalServerError, 0, http.StatusServiceUnavailable}
-	loki := newFakeLoki(t)
-	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL})
-	f.awaitNext()
-	want := invocation(f, "11111111-2222-3333-4444-555555555555", 3)
-	if diff := cmp.Diff(want, loki.lines("function"), anyOrder); diff != "" {
-		t.Errorf("lines (-want +got):\n%s", diff)
-	}
-	f.shutdown()
-	x.wait(t)
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.subscriptions) != 4 {
-		t.Errorf("%d subscribe calls, want 4", len(f.subscriptions))
-	}
-	if out := x.out.String(); strings.Contains(out, "subscribe") {
-		t.Errorf("a retried subscribe printed:\n%s", out)
+// TestSubscribeTriedAgain: a subscription refused with 400 is tried again
+// with the older schema; one answered 5xx or not at all, with the same.
+// Either way the environment's lines are shipped, and nothing is printed.
+func TestSubscribeTriedAgain(t *testing.T) {
+	for _, tc := range []struct {
+		codes   []int
+		schemas []string
+	}{
+		{[]int{http.StatusBadRequest}, []string{"2025-01-29", "2022-12-13"}},
+		{[]int{http.StatusInternalServerError, 0, http.StatusServiceUnavailable}, []string{"2025-01-29", "2025-01-29", "2025-01-29", "2025-01-29"}},
+	} {
+		f := newFakeLambda(t)
+		f.subscribeCodes = tc.codes
+		loki := newFakeLoki(t)
+		x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL})
+		f.awaitNext()
+		want := invocation(f, "11111111-2222-3333-4444-555555555555", 3)
+		if diff := cmp.Diff(want, loki.lines("function"), anyOrder); diff != "" {
+			t.Errorf("%v: lines (-want +got):\n%s", tc.codes, diff)
+		}
+		f.shutdown()
+		x.wait(t)
+		f.mu.Lock()
+		var schemas []string
+		for _, s := range f.subscriptions {
+			schemas = append(schemas, s.SchemaVersion)
+		}
+		f.mu.Unlock()
+		if diff := cmp.Diff(tc.schemas, schemas); diff != "" {
+			t.Errorf("%v: schemas subscribed with (-want +got):\n%s", tc.codes, diff)
+		}
+		if out := x.out.String(); strings.Contains(out, "subscribe") {
+			t.Errorf("%v: printed:\n%s", tc.codes, out)
+		}
 	}
 }
 
