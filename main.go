@@ -136,12 +136,17 @@ func loadConfig(getenv func(string) string) (config, error) {
 	sec := &secrets{values: [3]string{user, pass, bearer}, getenv: getenv, again: make(chan struct{}, 1)}
 	for i, name := range [...]string{"LOKI_USERNAME", "LOKI_PASSWORD", "LOKI_BEARER_TOKEN"} {
 		if strings.HasPrefix(sec.values[i], "arn:") {
-			r, err := parseSecretARN(name, sec.values[i])
+			r, err := parseSecretARN(name, sec.values[i], getenv)
 			if err != nil {
 				return cfg, err
 			}
 			sec.refs[i], sec.values[i], cfg.target.secrets = &r, "", sec
 		}
+	}
+	// The container credentials' URI is checked where it is used: for a
+	// value kept in AWS, without AWS_ACCESS_KEY_ID (on SnapStart).
+	if _, _, err := containerURI(getenv); err != nil && cfg.target.secrets != nil && getenv("AWS_ACCESS_KEY_ID") == "" {
+		return cfg, err
 	}
 	if cfg.target.authorization, err = authorization(sec.values[0], sec.values[1], sec.values[2]); err != nil {
 		return cfg, err

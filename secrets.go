@@ -13,7 +13,9 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -23,7 +25,8 @@ import (
 const (
 	// refreshEvery a fetched secret is fetched again, for rotations that
 	// Loki has not refused yet; rotationPause is the least time between a
-	// fetch and one asked for by a refusal (doubling while refusals go on).
+	// fetch and one asked for by a refusal (doubling while refusals go on);
+	// a fetch gives up after awsTimeout of time the environment ran.
 
 	refreshEvery, rotationPause, awsTimeout = time.Hour, 10 * time.Second, 10 * time.Second
 	// retryBaseFetch and retryMaxFetch shape the backoff of failed fetches.
@@ -35,31 +38,47 @@ const (
 type secretRef struct {
 	variable, arn    string
 	service, region  string // secretsmanager or ssm
+	endpoint         string // the service's URL
 	id               string // SecretId or parameter Name
 	key, stage, vers string // of a secret: JSON key, version stage and id
 }
 
 // parseSecretARN reads an ARN that variable holds:
-// arn:aws:secretsmanager:<region>:<account>:secret:<name>[:<json-key>:<version-stage>:<version-id>]
-// or arn:aws:ssm:<region>:<account>:parameter/<name>.
-func parseSecretARN(variable, arn string) (secretRef, error) {
+// arn:<partition>:secretsmanager:<region>:<account>:secret:<name>[:<json-key>:<version-stage>:<version-id>]
+// or arn:<partition>:ssm:<region>:<account>:parameter/<name>. The partition,
+// region and account are checked before they make a host name. The
+// service's endpoint is AWS_ENDPOINT_URL_SECRETS_MANAGER or _SSM, else
+// AWS_ENDPOINT_URL, else the region's in the partition's DNS suffix.
+// Errors name variables, never values.
+func parseSecretARN(variable, arn string, getenv func(string) string) (secretRef, error) {
 	p := strings.SplitN(arn, ":", 7)
-	r := secretRef{variable: variable, arn: arn}
+	r, env := secretRef{variable: variable, arn: arn}, "AWS_ENDPOINT_URL_SSM"
 	switch {
 	case len(p) == 7 && p[2] == "secretsmanager" && p[5] == "secret":
 		f := strings.Split(p[6], ":")
 		if len(f) == 4 || len(f) == 1 {
 			f = append(f, "", "", "")
 			r.service, r.region, r.id = p[2], p[3], strings.Join(p[:6], ":")+":"+f[0]
-			r.key, r.stage, r.vers = f[1], f[2], f[3]
+			r.key, r.stage, r.vers, env = f[1], f[2], f[3], "AWS_ENDPOINT_URL_SECRETS_MANAGER"
 		}
 	case len(p) == 6 && p[2] == "ssm" && strings.HasPrefix(p[5], "parameter/"):
 		r.service, r.region, r.id = p[2], p[3], arn
 	}
-	if r.service == "" || p[0] != "arn" || !strings.HasPrefix(p[1], "aws") || r.region == "" || strings.HasSuffix(r.id, ":") || strings.HasSuffix(r.id, "/") {
+	dnsSuffix := map[string]string{"aws": "amazonaws.com", "aws-us-gov": "amazonaws.com", "aws-cn": "amazonaws.com.cn", "aws-eusc": "amazonaws.eu",
+		"aws-iso": "c2s.ic.gov", "aws-iso-b": "sc2s.sgov.gov", "aws-iso-e": "cloud.adc-e.uk", "aws-iso-f": "csp.hci.ic.gov"}
+	// The region is digits, lowercase letters and dashes; the account 12 digits.
+	if r.service == "" || p[0] != "arn" || dnsSuffix[p[1]] == "" || r.region == "" || strings.Trim(r.region, alphanumeric[:36]+"-") != "" ||
+		len(p[4]) != 12 || strings.Trim(p[4], alphanumeric[:10]) != "" || strings.HasSuffix(r.id, ":") || strings.HasSuffix(r.id, "/") {
 		return r, fmt.Errorf("%s: a value that starts with arn: must be the ARN of a secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>, "+
 			"with :<json-key>:<version-stage>:<version-id> to pick a key of a JSON secret) or of an SSM parameter "+
 			"(arn:aws:ssm:<region>:<account>:parameter/<name>); it is not shown, in case it is a secret", variable)
+	}
+	if getenv(env) == "" {
+		env = "AWS_ENDPOINT_URL"
+	}
+	r.endpoint = cmp.Or(getenv(env), "https://"+r.service+"."+r.region+"."+dnsSuffix[p[1]])
+	if u, err := url.Parse(r.endpoint); err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https" {
+		return r, fmt.Errorf("%s: not an http:// or https:// URL with a host (not shown: it may hold credentials); %s needs it", env, variable)
 	}
 	return r, nil
 }
@@ -72,6 +91,7 @@ type secrets struct {
 	refs    [3]*secretRef // the values to fetch
 	getenv  func(string) string
 	client  *http.Client
+	ticks   <-chan time.Time // if set, what fetch counts time with (tests)
 	log     *onceLogger
 	changed func()        // called after a fetch: the header changed, or it failed
 	again   chan struct{} // capacity 1: fetch now
@@ -115,7 +135,8 @@ func (c *secrets) run(ctx context.Context) {
 		header, err := c.fetch(ctx)
 		wait := refreshEvery
 		if err != nil {
-			c.log.once(err.Error(), "%v; lines stay buffered, retrying", err)
+			kind, _, _ := strings.Cut(err.Error(), " (") // what follows varies: see do
+			c.log.once(kind, "%v; lines stay buffered, retrying", err)
 			wait, delay = delay, min(2*delay, retryMaxFetch)
 		} else {
 			delay = retryBaseFetch
@@ -142,22 +163,38 @@ func (c *secrets) run(ctx context.Context) {
 
 }
 
-// fetch reads every credential kept in AWS and returns the header.
+// fetch reads every credential kept in AWS and returns the header. It
+// gives up after awsTimeout of time the environment ran, counted as pushes
+// count it: ticks come every second, and the time between two counts two
+// seconds at most; the rest was a freeze.
 func (c *secrets) fetch(ctx context.Context) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, awsTimeout)
-	defer cancel()
-	creds, err := c.credentials(ctx)
-	v := c.values
-	for i, r := range c.refs {
-		if r != nil && err == nil {
-			if v[i], err = c.value(ctx, r, creds); err != nil {
-				return "", fmt.Errorf("%s: read %s: %w", r.variable, r.arn, err)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for awake, last := time.Duration(0), time.Now(); awake < awsTimeout; {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-cmp.Or(c.ticks, tick.C):
+				awake, last = awake+min(now.Sub(last), 2*time.Second), now
 			}
-			v[i] = strings.TrimSpace(v[i])
 		}
-	}
+		cancel(fmt.Errorf("no answer in %v", awsTimeout))
+	}()
+	creds, err := c.credentials(ctx)
 	if err != nil {
 		return "", err
+	}
+	v := c.values
+	for i, r := range c.refs {
+		if r == nil {
+			continue
+		}
+		if v[i], err = c.value(ctx, r, creds); err != nil {
+			return "", fmt.Errorf("%s: read %s: %w", r.variable, r.arn, err)
+		}
 	}
 	header, err := authorization(v[0], v[1], v[2])
 	if err != nil {
@@ -168,29 +205,68 @@ func (c *secrets) fetch(ctx context.Context) (string, error) {
 
 // credentials returns the function's AWS credentials: those Lambda puts in
 // the environment, else (SnapStart) those of the container credentials
-// endpoint, asked afresh for each fetch so that they never expire.
+// endpoint, asked afresh for each fetch so that they never expire, with the
+// token of AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE, read each time (it may
+// rotate), else of AWS_CONTAINER_AUTHORIZATION_TOKEN, as in the AWS SDKs.
 func (c *secrets) credentials(ctx context.Context) (awsCredentials, error) {
 	if id := c.getenv("AWS_ACCESS_KEY_ID"); id != "" {
 		return awsCredentials{id, c.getenv("AWS_SECRET_ACCESS_KEY"), c.getenv("AWS_SESSION_TOKEN")}, nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI"), nil)
-	if err != nil || req.URL.Host == "" {
-		return awsCredentials{}, errors.New("no AWS credentials: neither AWS_ACCESS_KEY_ID nor AWS_CONTAINER_CREDENTIALS_FULL_URI is set")
+	variable, uri, err := containerURI(c.getenv)
+	if err != nil || uri == "" {
+		return awsCredentials{}, cmp.Or(err, errors.New("no AWS credentials: neither AWS_ACCESS_KEY_ID nor AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI is set"))
 	}
-	req.Header.Set("Authorization", c.getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN"))
-	answer, err := c.do(req)
-	if err != nil {
-		return awsCredentials{}, fmt.Errorf("AWS credentials from AWS_CONTAINER_CREDENTIALS_FULL_URI: %w", err)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uri, nil)
+	token, answer := []byte(c.getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN")), []byte(nil)
+	if file := c.getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"); file != "" && err == nil {
+		token, err = os.ReadFile(file)
 	}
-	return awsCredentials{jsonField(answer, "AccessKeyId"), jsonField(answer, "SecretAccessKey"), jsonField(answer, "Token")}, nil
+	if err == nil {
+		req.Header.Set("Authorization", strings.TrimSpace(string(token)))
+		answer, err = c.do(req)
+	}
+	switch creds := (awsCredentials{jsonField(answer, "AccessKeyId"), jsonField(answer, "SecretAccessKey"), jsonField(answer, "Token")}); {
+	case err == nil && creds.keyID != "" && creds.secret != "":
+		return creds, nil
+	case err == nil:
+		err = errors.New("the answer has no AccessKeyId/SecretAccessKey")
+	}
+	return awsCredentials{}, fmt.Errorf("AWS credentials from %s: %w", variable, err)
+}
+
+// containerURI returns the container credentials endpoint's URI and the
+// variable it comes from, "" if none is set. As in the AWS SDKs,
+// AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, a path at 169.254.170.2 (ECS),
+// wins over AWS_CONTAINER_CREDENTIALS_FULL_URI, which may be any https URL
+// but an http one only where AWS serves credentials (credentialsHost):
+// elsewhere, the authorization token would be sent in the clear.
+func containerURI(getenv func(string) string) (variable, uri string, err error) {
+	variable, uri = "AWS_CONTAINER_CREDENTIALS_FULL_URI", getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+	if rel := getenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"); rel != "" {
+		variable, uri = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "http://169.254.170.2"+rel
+	}
+	u, err := url.Parse(uri)
+	if uri != "" && (err != nil || u.Host == "" || u.Scheme != "https" && (u.Scheme != "http" || !credentialsHost(u.Hostname()))) {
+		return variable, "", fmt.Errorf("%s: not an https:// URL, nor an http:// one to where AWS serves credentials (loopback, 169.254.170.2, 169.254.170.23, fd00:ec2::23)", variable)
+	}
+	return variable, uri, nil
+}
+
+// credentialsHost reports whether AWS serves container credentials over
+// http at host: loopback, ECS's 169.254.170.2, EKS Pod Identity's
+// 169.254.170.23 and fd00:ec2::23. Where the SDKs resolve a host name to
+// see if it is loopback, only localhost is taken here, without DNS.
+func credentialsHost(host string) bool {
+	ip, _ := netip.ParseAddr(host)
+	return host == "localhost" || ip.IsLoopback() || slices.Contains([]string{"169.254.170.2", "169.254.170.23", "fd00:ec2::23"}, ip.Unmap().String())
 }
 
 // value reads the credential r: GetSecretValue or GetParameter, in the
 // JSON 1.1 protocol, at the service's endpoint in the ARN's region.
 func (c *secrets) value(ctx context.Context, r *secretRef, creds awsCredentials) (string, error) {
-	target, body, env := "secretsmanager.GetSecretValue", []byte(`{"SecretId":`), "AWS_ENDPOINT_URL_SECRETS_MANAGER"
+	target, body := "secretsmanager.GetSecretValue", []byte(`{"SecretId":`)
 	if r.service == "ssm" {
-		target, body, env = "AmazonSSM.GetParameter", []byte(`{"WithDecryption":true,"Name":`), "AWS_ENDPOINT_URL_SSM"
+		target, body = "AmazonSSM.GetParameter", []byte(`{"WithDecryption":true,"Name":`)
 	}
 	body, _ = jsontext.AppendQuote(body, r.id)
 	for _, f := range [][2]string{{"VersionStage", r.stage}, {"VersionId", r.vers}} {
@@ -198,10 +274,8 @@ func (c *secrets) value(ctx context.Context, r *secretRef, creds awsCredentials)
 			body, _ = jsontext.AppendQuote(append(body, `,"`+f[0]+`":`...), f[1])
 		}
 	}
-	domain := map[bool]string{false: "amazonaws.com", true: "amazonaws.com.cn"}[strings.HasPrefix(r.arn, "arn:aws-cn:")]
-	endpoint := cmp.Or(c.getenv(env), c.getenv("AWS_ENDPOINT_URL"), "https://"+r.service+"."+r.region+"."+domain)
 	body = append(body, '}')
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.endpoint, bytes.NewReader(body))
 	if err != nil {
 		return "", err
 	}
@@ -209,42 +283,42 @@ func (c *secrets) value(ctx context.Context, r *secretRef, creds awsCredentials)
 	req.Header.Set("X-Amz-Target", target)
 	signV4(req, body, creds, r.region, r.service, time.Now())
 	answer, err := c.do(req)
-	if err != nil {
-		return "", err
-	}
 	v := jsonField(answer, "SecretString")
 	if r.service == "ssm" {
 		v = jsonField(answer, "Parameter", "Value")
 	} else if r.key != "" {
 		v = jsonField([]byte(v), r.key)
 	}
-	if strings.TrimSpace(v) == "" {
-		return "", errors.New("no text there: it is empty or binary, or its JSON has no string at the key")
+	if v = strings.TrimSpace(v); v == "" && err == nil {
+		err = errors.New("no text there: it is empty or binary, or its JSON has no string or number at the key")
 	}
-	return v, nil
+	return v, err
 }
 
 // do makes an AWS request and returns the answer to a 2xx status; else an
-// error with the AWS error code, never the answer's text.
+// error with the AWS error code, never the answer's text, or "unreachable"
+// and why. Details that vary (addresses, ports) go in parentheses: run
+// tells a failure once per kind, its text before the first " (".
 func (c *secrets) do(req *http.Request) ([]byte, error) {
 	resp, err := c.client.Do(req)
 	if err != nil {
-		if ue, ok := errors.AsType[*url.Error](err); ok {
-			err = ue.Err // without the URL
-		}
-		return nil, err
+		return nil, fmt.Errorf("unreachable (%w)", errors.Unwrap(err)) // a *url.Error's cause: no URL
 	}
 	defer resp.Body.Close()
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode/100 != 2 {
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("unreachable (%w)", err)
+	case resp.StatusCode/100 != 2:
 		code := jsonField(answer, "__type")
 		return nil, fmt.Errorf("%s (HTTP %d)", cmp.Or(code[strings.LastIndex(code, "#")+1:], "no error code"), resp.StatusCode)
 	}
-	return answer, err
+	return answer, nil
 }
 
 // jsonField returns the string at path in the JSON object b, as
-// {"Parameter":{"Value":"…"}} at Parameter, Value; "" if there is none.
+// {"Parameter":{"Value":"…"}} at Parameter, Value, or the text of a number
+// there as written; "" if there is neither.
 func jsonField(b []byte, path ...string) string {
 	d := jsontext.NewDecoder(bytes.NewReader(b), jsontext.AllowDuplicateNames(true))
 	for _, key := range path {
@@ -257,8 +331,8 @@ func jsonField(b []byte, path ...string) string {
 			}
 		}
 	}
-	if tok, err := d.ReadToken(); err == nil && tok.Kind() == '"' {
-		return tok.String()
+	if tok, err := d.ReadToken(); err == nil && (tok.Kind() == '"' || tok.Kind() == '0') {
+		return tok.String() // a number's raw text
 	}
 	return ""
 }
