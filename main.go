@@ -136,7 +136,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	sec := &secrets{values: [3]string{user, pass, bearer}, getenv: getenv, again: make(chan struct{}, 1)}
 	for i, name := range [...]string{"LOKI_USERNAME", "LOKI_PASSWORD", "LOKI_BEARER_TOKEN"} {
 		if strings.HasPrefix(sec.values[i], "arn:") {
-			r, err := parseSecretARN(name, sec.values[i], getenv)
+			r, err := parseSecretARN(name, sec.values[i])
 			if err != nil {
 				return cfg, err
 			}

@@ -38,48 +38,41 @@ const (
 type secretRef struct {
 	variable, arn    string
 	service, region  string // secretsmanager or ssm
-	endpoint         string // the service's URL
+	endpoint         string // the service's URL in the region
 	id               string // SecretId or parameter Name
 	key, stage, vers string // of a secret: JSON key, version stage and id
 }
 
-// parseSecretARN reads an ARN that variable holds:
+// parseSecretARN reads an ARN that variable holds (it starts with arn:):
 // arn:<partition>:secretsmanager:<region>:<account>:secret:<name>[:<json-key>:<version-stage>:<version-id>]
-// or arn:<partition>:ssm:<region>:<account>:parameter/<name>. The partition,
-// region and account are checked before they make a host name. The
-// service's endpoint is AWS_ENDPOINT_URL_SECRETS_MANAGER or _SSM, else
-// AWS_ENDPOINT_URL, else the region's in the partition's DNS suffix.
-// Errors name variables, never values.
-func parseSecretARN(variable, arn string, getenv func(string) string) (secretRef, error) {
+// or arn:<partition>:ssm:<region>:<account>:parameter/<name>. The
+// partition, region and account are checked before they make a host name.
+func parseSecretARN(variable, arn string) (secretRef, error) {
 	p := strings.SplitN(arn, ":", 7)
-	r, env := secretRef{variable: variable, arn: arn}, "AWS_ENDPOINT_URL_SSM"
+	r := secretRef{variable: variable, arn: arn}
 	switch {
 	case len(p) == 7 && p[2] == "secretsmanager" && p[5] == "secret":
 		f := strings.Split(p[6], ":")
 		if len(f) == 4 || len(f) == 1 {
 			f = append(f, "", "", "")
 			r.service, r.region, r.id = p[2], p[3], strings.Join(p[:6], ":")+":"+f[0]
-			r.key, r.stage, r.vers, env = f[1], f[2], f[3], "AWS_ENDPOINT_URL_SECRETS_MANAGER"
+			r.key, r.stage, r.vers = f[1], f[2], f[3]
 		}
 	case len(p) == 6 && p[2] == "ssm" && strings.HasPrefix(p[5], "parameter/"):
 		r.service, r.region, r.id = p[2], p[3], arn
 	}
-	dnsSuffix := map[string]string{"aws": "amazonaws.com", "aws-us-gov": "amazonaws.com", "aws-cn": "amazonaws.com.cn", "aws-eusc": "amazonaws.eu",
-		"aws-iso": "c2s.ic.gov", "aws-iso-b": "sc2s.sgov.gov", "aws-iso-e": "cloud.adc-e.uk", "aws-iso-f": "csp.hci.ic.gov"}
-	// The region is digits, lowercase letters and dashes; the account 12 digits.
-	if r.service == "" || p[0] != "arn" || dnsSuffix[p[1]] == "" || r.region == "" || strings.Trim(r.region, alphanumeric[:36]+"-") != "" ||
+	// Each partition's DNS suffix; the region is digits, lowercase letters
+	// and dashes, the account 12 digits.
+	_, suffix, _ := strings.Cut(" aws:amazonaws.com aws-us-gov:amazonaws.com aws-cn:amazonaws.com.cn aws-eusc:amazonaws.eu aws-iso:c2s.ic.gov "+
+		"aws-iso-b:sc2s.sgov.gov aws-iso-e:cloud.adc-e.uk aws-iso-f:csp.hci.ic.gov ", " "+p[1]+":")
+	suffix, _, _ = strings.Cut(suffix, " ")
+	if r.service == "" || suffix == "" || r.region == "" || strings.Trim(r.region, alphanumeric[:36]+"-") != "" ||
 		len(p[4]) != 12 || strings.Trim(p[4], alphanumeric[:10]) != "" || strings.HasSuffix(r.id, ":") || strings.HasSuffix(r.id, "/") {
 		return r, fmt.Errorf("%s: a value that starts with arn: must be the ARN of a secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>, "+
 			"with :<json-key>:<version-stage>:<version-id> to pick a key of a JSON secret) or of an SSM parameter "+
 			"(arn:aws:ssm:<region>:<account>:parameter/<name>); it is not shown, in case it is a secret", variable)
 	}
-	if getenv(env) == "" {
-		env = "AWS_ENDPOINT_URL"
-	}
-	r.endpoint = cmp.Or(getenv(env), "https://"+r.service+"."+r.region+"."+dnsSuffix[p[1]])
-	if u, err := url.Parse(r.endpoint); err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https" {
-		return r, fmt.Errorf("%s: not an http:// or https:// URL with a host (not shown: it may hold credentials); %s needs it", env, variable)
-	}
+	r.endpoint = "https://" + r.service + "." + r.region + "." + suffix
 	return r, nil
 }
 
@@ -173,15 +166,14 @@ func (c *secrets) fetch(ctx context.Context) (string, error) {
 	go func() {
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
-		for awake, last := time.Duration(0), time.Now(); awake < awsTimeout; {
+		for range awsTimeout / time.Second {
 			select {
 			case <-ctx.Done():
 				return
-			case now := <-cmp.Or(c.ticks, tick.C):
-				awake, last = awake+min(now.Sub(last), 2*time.Second), now
+			case <-cmp.Or(c.ticks, tick.C):
 			}
 		}
-		cancel(fmt.Errorf("no answer in %v", awsTimeout))
+		cancel(errors.New("no answer in 10s"))
 	}()
 	creds, err := c.credentials(ctx)
 	if err != nil {
@@ -258,15 +250,16 @@ func containerURI(getenv func(string) string) (variable, uri string, err error) 
 // see if it is loopback, only localhost is taken here, without DNS.
 func credentialsHost(host string) bool {
 	ip, _ := netip.ParseAddr(host)
-	return host == "localhost" || ip.IsLoopback() || slices.Contains([]string{"169.254.170.2", "169.254.170.23", "fd00:ec2::23"}, ip.Unmap().String())
+	return ip.IsLoopback() || slices.Contains([]string{"localhost", "169.254.170.2", "169.254.170.23", "fd00:ec2::23"}, host)
 }
 
 // value reads the credential r: GetSecretValue or GetParameter, in the
-// JSON 1.1 protocol, at the service's endpoint in the ARN's region.
+// JSON 1.1 protocol, at the service's endpoint in the ARN's region, unless
+// AWS_ENDPOINT_URL_SECRETS_MANAGER or _SSM, or AWS_ENDPOINT_URL, names one.
 func (c *secrets) value(ctx context.Context, r *secretRef, creds awsCredentials) (string, error) {
-	target, body := "secretsmanager.GetSecretValue", []byte(`{"SecretId":`)
+	target, body, env := "secretsmanager.GetSecretValue", []byte(`{"SecretId":`), "AWS_ENDPOINT_URL_SECRETS_MANAGER"
 	if r.service == "ssm" {
-		target, body = "AmazonSSM.GetParameter", []byte(`{"WithDecryption":true,"Name":`)
+		target, body, env = "AmazonSSM.GetParameter", []byte(`{"WithDecryption":true,"Name":`), "AWS_ENDPOINT_URL_SSM"
 	}
 	body, _ = jsontext.AppendQuote(body, r.id)
 	for _, f := range [][2]string{{"VersionStage", r.stage}, {"VersionId", r.vers}} {
@@ -275,9 +268,9 @@ func (c *secrets) value(ctx context.Context, r *secretRef, creds awsCredentials)
 		}
 	}
 	body = append(body, '}')
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.endpoint, bytes.NewReader(body))
-	if err != nil {
-		return "", err
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cmp.Or(c.getenv(env), c.getenv("AWS_ENDPOINT_URL"), r.endpoint), bytes.NewReader(body))
+	if err != nil { // not err: it shows the URL, credentials and all
+		return "", errors.New(env + " or AWS_ENDPOINT_URL is not a URL")
 	}
 	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
 	req.Header.Set("X-Amz-Target", target)
@@ -306,14 +299,11 @@ func (c *secrets) do(req *http.Request) ([]byte, error) {
 	}
 	defer resp.Body.Close()
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	switch {
-	case err != nil:
-		return nil, fmt.Errorf("unreachable (%w)", err)
-	case resp.StatusCode/100 != 2:
+	if resp.StatusCode/100 != 2 {
 		code := jsonField(answer, "__type")
 		return nil, fmt.Errorf("%s (HTTP %d)", cmp.Or(code[strings.LastIndex(code, "#")+1:], "no error code"), resp.StatusCode)
 	}
-	return answer, nil
+	return answer, err
 }
 
 // jsonField returns the string at path in the JSON object b, as
@@ -331,7 +321,8 @@ func jsonField(b []byte, path ...string) string {
 			}
 		}
 	}
-	if tok, err := d.ReadToken(); err == nil && (tok.Kind() == '"' || tok.Kind() == '0') {
+	switch tok, _ := d.ReadToken(); tok.Kind() {
+	case '"', '0':
 		return tok.String() // a number's raw text
 	}
 	return ""

@@ -49,7 +49,7 @@ func TestParseSecretARN(t *testing.T) {
 			endpoint: "https://secretsmanager.eusc-de-east-1.amazonaws.eu", id: "arn:aws-eusc:secretsmanager:eusc-de-east-1:111122223333:secret:loki"}},
 	}
 	for _, tc := range good {
-		got, err := parseSecretARN("LOKI_PASSWORD", tc.arn, mapEnv(nil))
+		got, err := parseSecretARN("LOKI_PASSWORD", tc.arn)
 		tc.want.variable, tc.want.arn = "LOKI_PASSWORD", tc.arn
 		if err != nil || got != tc.want {
 			t.Errorf("parseSecretARN(%q) = %+v, %v; want %+v", tc.arn, got, err, tc.want)
@@ -75,7 +75,7 @@ func TestParseSecretARN(t *testing.T) {
 		"arn:aws:ssm:us-east-1:11112222333x:parameter/loki",
 		"arn:aws:secretsmanager:us-east-1::secret:loki",
 	} {
-		_, err := parseSecretARN("LOKI_BEARER_TOKEN", arn, mapEnv(nil))
+		_, err := parseSecretARN("LOKI_BEARER_TOKEN", arn)
 		if err == nil || !strings.HasPrefix(err.Error(), "LOKI_BEARER_TOKEN: ") || !strings.Contains(err.Error(), "arn:aws:secretsmanager:<region>") {
 			t.Errorf("parseSecretARN(%q): got %v, want an error naming LOKI_BEARER_TOKEN and the forms", arn, err)
 		}
@@ -735,35 +735,33 @@ func TestContainerCredentials(t *testing.T) {
 }
 
 // TestFetchTimeoutCountsAwakeTime: a fetch gives up after awsTimeout of
-// time the environment ran, not of time frozen: the ticks it counts are
-// sent here, and one that comes an hour after the last (a freeze) counts
-// as two seconds.
+// time the environment ran, counted in ticks of a second (sent here), not
+// by the wall clock: a time.Ticker gives a frozen process one tick at the
+// thaw, however long the freeze. AWS's answer after 9 ticks is taken; with
+// none, the fetch ends at the 10th.
 func TestFetchTimeoutCountsAwakeTime(t *testing.T) {
 	t.Parallel()
 	ticks := make(chan time.Time)
 	// fetch starts a fetch from a fake AWS that answers once release is
-	// called, and sends it n ticks a second apart, the first an hour after
-	// it started; false if it ended before it took them all.
+	// called, and sends it n ticks; false if it ended before it took them.
 	fetch := func(n int) (done chan error, release func(), tookAll bool) {
 		aws := newFakeAWS(t, map[string]string{ssmARN: "glc_token"})
 		aws.hold = make(chan struct{})
 		release = sync.OnceFunc(func() { close(aws.hold) })
 		t.Cleanup(release) // before the fake's Close, which waits for its answers
-		env := aws.env(nil)
-		r, err := parseSecretARN("LOKI_BEARER_TOKEN", ssmARN, mapEnv(env))
+		r, err := parseSecretARN("LOKI_BEARER_TOKEN", ssmARN)
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := &secrets{refs: [3]*secretRef{2: &r}, getenv: mapEnv(env), client: &http.Client{}, ticks: ticks}
+		c := &secrets{refs: [3]*secretRef{2: &r}, getenv: mapEnv(aws.env(nil)), client: &http.Client{}, ticks: ticks}
 		done = make(chan error, 1)
 		go func() {
 			_, err := c.fetch(t.Context())
 			done <- err
 		}()
-		at := time.Now().Add(time.Hour)
-		for i := range n {
+		for range n {
 			select {
-			case ticks <- at.Add(time.Duration(i) * time.Second):
+			case ticks <- time.Now():
 			case err := <-done:
 				done <- err
 				return done, release, false
@@ -772,18 +770,18 @@ func TestFetchTimeoutCountsAwakeTime(t *testing.T) {
 		return done, release, true
 	}
 
-	done, release, tookAll := fetch(8) // 2 s + 7 × 1 s
+	done, release, tookAll := fetch(9)
 	if !tookAll {
-		t.Fatalf("the fetch ended before 10 s awake: %v", <-done)
+		t.Fatalf("the fetch ended before 10 ticks: %v", <-done)
 	}
 	release()
 	if err := <-done; err != nil {
-		t.Fatalf("the fetch answered after a freeze failed: %v", err)
+		t.Fatalf("the fetch answered after 9 ticks failed: %v", err)
 	}
 
-	done, _, tookAll = fetch(9) // 2 s + 8 × 1 s; AWS never answers
+	done, _, tookAll = fetch(10) // AWS never answers
 	if !tookAll {
-		t.Fatalf("the fetch ended before 10 s awake: %v", <-done)
+		t.Fatalf("the fetch ended before 10 ticks: %v", <-done)
 	}
 	select {
 	case err := <-done:
@@ -791,7 +789,29 @@ func TestFetchTimeoutCountsAwakeTime(t *testing.T) {
 			t.Errorf("the fetch that AWS does not answer: %v, want %s", err, want)
 		}
 	case <-time.After(waitLimit):
-		t.Fatal("the fetch went on after 10 s awake")
+		t.Fatal("the fetch went on after 10 ticks")
+	}
+}
+
+// TestMalformedEndpointNotShown: an AWS_ENDPOINT_URL* that is not a URL
+// is named, never shown: it may hold credentials.
+func TestMalformedEndpointNotShown(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ env map[string]string }{
+		{map[string]string{"AWS_ENDPOINT_URL_SSM": "http://u:glc_s3cret@[::1"}},
+		{map[string]string{"AWS_ENDPOINT_URL": "http://u:glc_s3cret@[::1"}},
+		{map[string]string{"AWS_ENDPOINT_URL": "%glc_s3cret"}},
+	} {
+		r, err := parseSecretARN("LOKI_PASSWORD", ssmARN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.env["AWS_ACCESS_KEY_ID"], tc.env["AWS_SECRET_ACCESS_KEY"] = "AKIA1", "s3cret"
+		c := &secrets{refs: [3]*secretRef{1: &r}, getenv: mapEnv(tc.env), client: &http.Client{}}
+		_, err = c.fetch(t.Context())
+		if want := "LOKI_PASSWORD: read " + ssmARN + ": AWS_ENDPOINT_URL_SSM or AWS_ENDPOINT_URL is not a URL"; err == nil || err.Error() != want {
+			t.Errorf("%v: %v, want %s", tc.env, err, want)
+		}
 	}
 }
 
@@ -819,7 +839,7 @@ func TestFetchFailureToldOnce(t *testing.T) {
 	}()
 	var out syncBuffer
 	env := map[string]string{"AWS_ACCESS_KEY_ID": "AKIA1", "AWS_SECRET_ACCESS_KEY": "s3cret", "AWS_ENDPOINT_URL": "http://" + ln.Addr().String()}
-	r, err := parseSecretARN("LOKI_BEARER_TOKEN", smARN, mapEnv(env))
+	r, err := parseSecretARN("LOKI_BEARER_TOKEN", smARN)
 	if err != nil {
 		t.Fatal(err)
 	}
