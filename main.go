@@ -143,8 +143,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 			sec.refs[i], sec.values[i], cfg.target.secrets = &r, "", sec
 		}
 	}
-	// The container credentials' URI is checked where it is used: for a
-	// value kept in AWS, without AWS_ACCESS_KEY_ID (on SnapStart).
+	// The container credentials' URI is checked where it is used, for a
+	// value kept in AWS without AWS_ACCESS_KEY_ID (on SnapStart): a bad one,
+	// or none, can never give credentials. The token file is read later.
 	if _, _, err := containerURI(getenv); err != nil && cfg.target.secrets != nil && getenv("AWS_ACCESS_KEY_ID") == "" {
 		return cfg, err
 	}

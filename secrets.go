@@ -66,8 +66,8 @@ func parseSecretARN(variable, arn string) (secretRef, error) {
 	_, suffix, _ := strings.Cut(" aws:amazonaws.com aws-us-gov:amazonaws.com aws-cn:amazonaws.com.cn aws-eusc:amazonaws.eu aws-iso:c2s.ic.gov "+
 		"aws-iso-b:sc2s.sgov.gov aws-iso-e:cloud.adc-e.uk aws-iso-f:csp.hci.ic.gov ", " "+p[1]+":")
 	suffix, _, _ = strings.Cut(suffix, " ")
-	if r.service == "" || suffix == "" || r.region == "" || strings.Trim(r.region, alphanumeric[:36]+"-") != "" ||
-		len(p[4]) != 12 || strings.Trim(p[4], alphanumeric[:10]) != "" || strings.HasSuffix(r.id, ":") || strings.HasSuffix(r.id, "/") {
+	if r.service == "" || suffix == "" || r.region == "" || strings.Trim(r.region, "-0123456789abcdefghijklmnopqrstuvwxyz") != "" ||
+		len(p[4]) != 12 || strings.Trim(p[4], "0123456789") != "" || strings.HasSuffix(r.id, ":") || strings.HasSuffix(r.id, "/") {
 		return r, fmt.Errorf("%s: a value that starts with arn: must be the ARN of a secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>, "+
 			"with :<json-key>:<version-stage>:<version-id> to pick a key of a JSON secret) or of an SSM parameter "+
 			"(arn:aws:ssm:<region>:<account>:parameter/<name>); it is not shown, in case it is a secret", variable)
@@ -205,8 +205,8 @@ func (c *secrets) credentials(ctx context.Context) (awsCredentials, error) {
 		return awsCredentials{id, c.getenv("AWS_SECRET_ACCESS_KEY"), c.getenv("AWS_SESSION_TOKEN")}, nil
 	}
 	variable, uri, err := containerURI(c.getenv)
-	if err != nil || uri == "" {
-		return awsCredentials{}, cmp.Or(err, errors.New("no AWS credentials: neither AWS_ACCESS_KEY_ID nor AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI is set"))
+	if err != nil {
+		return awsCredentials{}, err
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uri, nil)
 	token, answer := []byte(c.getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN")), []byte(nil)
@@ -238,8 +238,11 @@ func containerURI(getenv func(string) string) (variable, uri string, err error) 
 		variable, uri = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "http://169.254.170.2"+rel
 	}
 	u, err := url.Parse(uri)
-	if uri != "" && (err != nil || u.Host == "" || u.Scheme != "https" && (u.Scheme != "http" || !credentialsHost(u.Hostname()))) {
-		return variable, "", fmt.Errorf("%s: not an https:// URL, nor an http:// one to where AWS serves credentials (loopback, 169.254.170.2, 169.254.170.23, fd00:ec2::23)", variable)
+	switch {
+	case uri == "":
+		return "", "", errors.New("no AWS credentials: neither AWS_ACCESS_KEY_ID nor AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI is set")
+	case err != nil || u.Host == "" || u.Scheme != "https" && (u.Scheme != "http" || !credentialsHost(u.Hostname())):
+		return variable, "", errors.New(variable + ": not an https:// URL, nor an http:// one to where AWS serves credentials (loopback, 169.254.170.2, 169.254.170.23, fd00:ec2::23)")
 	}
 	return variable, uri, nil
 }
