@@ -84,7 +84,7 @@ type secrets struct {
 	refs    [3]*secretRef // the values to fetch
 	getenv  func(string) string
 	client  *http.Client
-	ticks   <-chan time.Time // if set, what fetch counts time with (tests)
+	ticks   <-chan time.Time // if set, stands in for fetch's ticker (tests)
 	log     *onceLogger
 	changed func()        // called after a fetch: the header changed, or it failed
 	again   chan struct{} // capacity 1: fetch now
@@ -157,9 +157,9 @@ func (c *secrets) run(ctx context.Context) {
 }
 
 // fetch reads every credential kept in AWS and returns the header. It
-// gives up after awsTimeout of time the environment ran, counted as pushes
-// count it: ticks come every second, and the time between two counts two
-// seconds at most; the rest was a freeze.
+// gives up after awsTimeout of time the environment ran, in ticks of a
+// second: a time.Ticker gives a process that was frozen one tick at the
+// thaw, however long the freeze (pushes count time so too).
 func (c *secrets) fetch(ctx context.Context) (string, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -176,17 +176,16 @@ func (c *secrets) fetch(ctx context.Context) (string, error) {
 		cancel(errors.New("no answer in 10s"))
 	}()
 	creds, err := c.credentials(ctx)
-	if err != nil {
-		return "", err
-	}
 	v := c.values
 	for i, r := range c.refs {
-		if r == nil {
-			continue
+		if r != nil && err == nil {
+			if v[i], err = c.value(ctx, r, creds); err != nil {
+				return "", fmt.Errorf("%s: read %s: %w", r.variable, r.arn, err)
+			}
 		}
-		if v[i], err = c.value(ctx, r, creds); err != nil {
-			return "", fmt.Errorf("%s: read %s: %w", r.variable, r.arn, err)
-		}
+	}
+	if err != nil {
+		return "", err
 	}
 	header, err := authorization(v[0], v[1], v[2])
 	if err != nil {
