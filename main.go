@@ -136,11 +136,10 @@ func loadConfig(getenv func(string) string) (config, error) {
 	sec := &secrets{values: [3]string{user, pass, bearer}, getenv: getenv, again: make(chan struct{}, 1)}
 	for i, name := range [...]string{"LOKI_USERNAME", "LOKI_PASSWORD", "LOKI_BEARER_TOKEN"} {
 		if strings.HasPrefix(sec.values[i], "arn:") {
-			r, err := parseSecretARN(name, sec.values[i])
-			if err != nil {
+			if sec.refs[i], err = parseSecretARN(name, sec.values[i]); err != nil {
 				return cfg, err
 			}
-			sec.refs[i], sec.values[i], cfg.target.secrets = &r, "", sec
+			sec.values[i], cfg.target.secrets = "", sec
 		}
 	}
 	// The container credentials' URI is checked where it is used, for a

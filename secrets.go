@@ -47,7 +47,7 @@ type secretRef struct {
 // arn:<partition>:secretsmanager:<region>:<account>:secret:<name>[:<json-key>:<version-stage>:<version-id>]
 // or arn:<partition>:ssm:<region>:<account>:parameter/<name>. The
 // partition, region and account are checked before they make a host name.
-func parseSecretARN(variable, arn string) (secretRef, error) {
+func parseSecretARN(variable, arn string) (*secretRef, error) {
 	p := strings.SplitN(arn, ":", 7)
 	r := secretRef{variable: variable, arn: arn}
 	switch {
@@ -68,12 +68,12 @@ func parseSecretARN(variable, arn string) (secretRef, error) {
 	suffix, _, _ = strings.Cut(suffix, " ")
 	if r.service == "" || suffix == "" || r.region == "" || strings.Trim(r.region, "-0123456789abcdefghijklmnopqrstuvwxyz") != "" ||
 		len(p[4]) != 12 || strings.Trim(p[4], "0123456789") != "" || strings.HasSuffix(r.id, ":") || strings.HasSuffix(r.id, "/") {
-		return r, fmt.Errorf("%s: a value that starts with arn: must be the ARN of a secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>, "+
+		return nil, fmt.Errorf("%s: a value that starts with arn: must be the ARN of a secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>, "+
 			"with :<json-key>:<version-stage>:<version-id> to pick a key of a JSON secret) or of an SSM parameter "+
 			"(arn:aws:ssm:<region>:<account>:parameter/<name>); it is not shown, in case it is a secret", variable)
 	}
 	r.endpoint = "https://" + r.service + "." + r.region + "." + suffix
-	return r, nil
+	return &r, nil
 }
 
 // secrets keeps Loki's credentials when some of them are kept in Secrets
@@ -164,16 +164,15 @@ func (c *secrets) fetch(ctx context.Context) (string, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	go func() {
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
+		ticks := cmp.Or(c.ticks, time.Tick(time.Second)) // collected once unreferenced
 		for range awsTimeout / time.Second {
 			select {
 			case <-ctx.Done():
 				return
-			case <-cmp.Or(c.ticks, tick.C):
+			case <-ticks:
 			}
 		}
-		cancel(errors.New("no answer in 10s"))
+		cancel(errors.New("no answer in 10s")) // awsTimeout
 	}()
 	creds, err := c.credentials(ctx)
 	v := c.values
@@ -236,11 +235,9 @@ func containerURI(getenv func(string) string) (variable, uri string, err error) 
 	if rel := getenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"); rel != "" {
 		variable, uri = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "http://169.254.170.2"+rel
 	}
-	u, err := url.Parse(uri)
-	switch {
-	case uri == "":
+	if u, err := url.Parse(uri); uri == "" {
 		return "", "", errors.New("no AWS credentials: neither AWS_ACCESS_KEY_ID nor AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI is set")
-	case err != nil || u.Host == "" || u.Scheme != "https" && (u.Scheme != "http" || !credentialsHost(u.Hostname())):
+	} else if err != nil || u.Host == "" || u.Scheme != "https" && (u.Scheme != "http" || !credentialsHost(u.Hostname())) {
 		return variable, "", errors.New(variable + ": not an https:// URL, nor an http:// one to where AWS serves credentials (loopback, 169.254.170.2, 169.254.170.23, fd00:ec2::23)")
 	}
 	return variable, uri, nil

@@ -51,7 +51,7 @@ func TestParseSecretARN(t *testing.T) {
 	for _, tc := range good {
 		got, err := parseSecretARN("LOKI_PASSWORD", tc.arn)
 		tc.want.variable, tc.want.arn = "LOKI_PASSWORD", tc.arn
-		if err != nil || got != tc.want {
+		if err != nil || *got != tc.want {
 			t.Errorf("parseSecretARN(%q) = %+v, %v; want %+v", tc.arn, got, err, tc.want)
 		}
 	}
@@ -754,7 +754,7 @@ func TestFetchTimeoutCountsAwakeTime(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := &secrets{refs: [3]*secretRef{2: &r}, getenv: mapEnv(aws.env(nil)), client: &http.Client{}, ticks: ticks}
+		c := &secrets{refs: [3]*secretRef{2: r}, getenv: mapEnv(aws.env(nil)), client: &http.Client{}, ticks: ticks}
 		done = make(chan error, 1)
 		go func() {
 			_, err := c.fetch(t.Context())
@@ -808,7 +808,7 @@ func TestMalformedEndpointNotShown(t *testing.T) {
 			t.Fatal(err)
 		}
 		tc.env["AWS_ACCESS_KEY_ID"], tc.env["AWS_SECRET_ACCESS_KEY"] = "AKIA1", "s3cret"
-		c := &secrets{refs: [3]*secretRef{1: &r}, getenv: mapEnv(tc.env), client: &http.Client{}}
+		c := &secrets{refs: [3]*secretRef{1: r}, getenv: mapEnv(tc.env), client: &http.Client{}}
 		_, err = c.fetch(t.Context())
 		if want := "LOKI_PASSWORD: read " + ssmARN + ": AWS_ENDPOINT_URL_SSM or AWS_ENDPOINT_URL is not a URL"; err == nil || err.Error() != want {
 			t.Errorf("%v: %v, want %s", tc.env, err, want)
@@ -844,7 +844,7 @@ func TestFetchFailureToldOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &secrets{refs: [3]*secretRef{2: &r}, getenv: mapEnv(env), client: &http.Client{}, log: &onceLogger{log: log.New(&out, "", 0)},
+	c := &secrets{refs: [3]*secretRef{2: r}, getenv: mapEnv(env), client: &http.Client{}, log: &onceLogger{log: log.New(&out, "", 0)},
 		changed: func() {}, again: make(chan struct{}, 1)}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
