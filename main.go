@@ -145,7 +145,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	// The container credentials' URI is checked where it is used, for a
 	// value kept in AWS without AWS_ACCESS_KEY_ID (on SnapStart): a bad one,
 	// or none, can never give credentials. The token file is read later.
-	if _, _, err := containerURI(getenv); err != nil && cfg.target.secrets != nil && getenv("AWS_ACCESS_KEY_ID") == "" {
+	if _, _, err := containerRequest(context.Background(), getenv); err != nil && cfg.target.secrets != nil && getenv("AWS_ACCESS_KEY_ID") == "" {
 		return cfg, err
 	}
 	if cfg.target.authorization, err = authorization(sec.values[0], sec.values[1], sec.values[2]); err != nil {

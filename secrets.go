@@ -202,13 +202,12 @@ func (c *secrets) credentials(ctx context.Context) (awsCredentials, error) {
 	if id := c.getenv("AWS_ACCESS_KEY_ID"); id != "" {
 		return awsCredentials{id, c.getenv("AWS_SECRET_ACCESS_KEY"), c.getenv("AWS_SESSION_TOKEN")}, nil
 	}
-	variable, uri, err := containerURI(c.getenv)
+	req, variable, err := containerRequest(ctx, c.getenv)
 	if err != nil {
 		return awsCredentials{}, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uri, nil)
 	token, answer := []byte(c.getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN")), []byte(nil)
-	if file := c.getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"); file != "" && err == nil {
+	if file := c.getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"); file != "" {
 		token, err = os.ReadFile(file)
 	}
 	if err == nil {
@@ -224,23 +223,24 @@ func (c *secrets) credentials(ctx context.Context) (awsCredentials, error) {
 	return awsCredentials{}, fmt.Errorf("AWS credentials from %s: %w", variable, err)
 }
 
-// containerURI returns the container credentials endpoint's URI and the
-// variable it comes from, "" if none is set. As in the AWS SDKs,
+// containerRequest returns the request for the container credentials
+// endpoint, without its token, and the variable that names it. As in the AWS SDKs,
 // AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, a path at 169.254.170.2 (ECS),
 // wins over AWS_CONTAINER_CREDENTIALS_FULL_URI, which may be any https URL
 // but an http one only where AWS serves credentials (credentialsHost):
 // elsewhere, the authorization token would be sent in the clear.
-func containerURI(getenv func(string) string) (variable, uri string, err error) {
-	variable, uri = "AWS_CONTAINER_CREDENTIALS_FULL_URI", getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+func containerRequest(ctx context.Context, getenv func(string) string) (*http.Request, string, error) {
+	variable, uri := "AWS_CONTAINER_CREDENTIALS_FULL_URI", getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI")
 	if rel := getenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"); rel != "" {
 		variable, uri = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "http://169.254.170.2"+rel
 	}
-	if u, err := url.Parse(uri); uri == "" {
-		return "", "", errors.New("no AWS credentials: neither AWS_ACCESS_KEY_ID nor AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI is set")
-	} else if err != nil || u.Host == "" || u.Scheme != "https" && (u.Scheme != "http" || !credentialsHost(u.Hostname())) {
-		return variable, "", errors.New(variable + ": not an https:// URL, nor an http:// one to where AWS serves credentials (loopback, 169.254.170.2, 169.254.170.23, fd00:ec2::23)")
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uri, nil)
+	if uri == "" {
+		return nil, "", errors.New("no AWS credentials: neither AWS_ACCESS_KEY_ID nor AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI is set")
+	} else if err != nil || req.URL.Host == "" || req.URL.Scheme != "https" && (req.URL.Scheme != "http" || !credentialsHost(req.URL.Hostname())) {
+		return nil, variable, errors.New(variable + ": not an https:// URL, nor an http:// one to where AWS serves credentials (loopback, 169.254.170.2, 169.254.170.23, fd00:ec2::23)")
 	}
-	return variable, uri, nil
+	return req, variable, nil
 }
 
 // credentialsHost reports whether AWS serves container credentials over
