@@ -107,8 +107,8 @@ type config struct {
 
 // loadConfig reads the configuration. Its errors name the variable and the
 // fix and never contain secrets.
-func loadConfig(getenv func(string) string) (config, error) {
-	cfg := config{managedInstances: getenv("AWS_LAMBDA_INITIALIZATION_TYPE") == "lambda-managed-instances"}
+func loadConfig(getenv func(string) string) (cfg config, err error) {
+	cfg.managedInstances = getenv("AWS_LAMBDA_INITIALIZATION_TYPE") == "lambda-managed-instances"
 	raw := strings.TrimSpace(getenv("LOKI_URL"))
 	if raw == "" {
 		return cfg, errors.New("LOKI_URL is not set: set it to your Loki URL, e.g. https://logs-prod-012.grafana.net or http://loki.example.internal:3100")
