@@ -224,11 +224,11 @@ func (c *secrets) credentials(ctx context.Context) (awsCredentials, error) {
 }
 
 // containerRequest returns the request for the container credentials
-// endpoint, without its token, and the variable that names it. As in the AWS SDKs,
-// AWS_CONTAINER_CREDENTIALS_RELATIVE_URI, a path at 169.254.170.2 (ECS),
-// wins over AWS_CONTAINER_CREDENTIALS_FULL_URI, which may be any https URL
-// but an http one only where AWS serves credentials (credentialsHost):
-// elsewhere, the authorization token would be sent in the clear.
+// endpoint, without its token, and the variable that names it; an error if
+// none is set. As in the AWS SDKs, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI,
+// a path at 169.254.170.2 (ECS), wins over AWS_CONTAINER_CREDENTIALS_FULL_URI,
+// which may be any https URL but an http one only where AWS serves
+// credentials (credentialsHost): elsewhere the token would go in the clear.
 func containerRequest(ctx context.Context, getenv func(string) string) (*http.Request, string, error) {
 	variable, uri := "AWS_CONTAINER_CREDENTIALS_FULL_URI", getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI")
 	if rel := getenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"); rel != "" {
@@ -244,9 +244,10 @@ func containerRequest(ctx context.Context, getenv func(string) string) (*http.Re
 }
 
 // credentialsHost reports whether AWS serves container credentials over
-// http at host: loopback, ECS's 169.254.170.2, EKS Pod Identity's
-// 169.254.170.23 and fd00:ec2::23. Where the SDKs resolve a host name to
-// see if it is loopback, only localhost is taken here, without DNS.
+// http at host: a loopback address, ECS's 169.254.170.2, EKS Pod
+// Identity's 169.254.170.23 and fd00:ec2::23 (written as AWS writes them).
+// Where the SDKs resolve a host name to see if it is loopback, only
+// localhost is taken here, without DNS.
 func credentialsHost(host string) bool {
 	ip, _ := netip.ParseAddr(host)
 	return ip.IsLoopback() || slices.Contains([]string{"localhost", "169.254.170.2", "169.254.170.23", "fd00:ec2::23"}, host)
