@@ -119,9 +119,7 @@ func loadConfig(getenv func(string) string) (cfg config, err error) {
 	}
 	cfg.target.pushURL = pushURL(u)
 
-	user := strings.TrimSpace(getenv("LOKI_USERNAME"))
-	pass := strings.TrimSpace(getenv("LOKI_PASSWORD"))
-	bearer := strings.TrimSpace(getenv("LOKI_BEARER_TOKEN"))
+	user, pass, bearer := strings.TrimSpace(getenv("LOKI_USERNAME")), strings.TrimSpace(getenv("LOKI_PASSWORD")), strings.TrimSpace(getenv("LOKI_BEARER_TOKEN"))
 	if u.User != nil && user == "" && pass == "" {
 		user = u.User.Username()
 		pass, _ = u.User.Password()
