@@ -107,8 +107,8 @@ type config struct {
 
 // loadConfig reads the configuration. Its errors name the variable and the
 // fix and never contain secrets.
-func loadConfig(getenv func(string) string) (config, error) {
-	cfg := config{managedInstances: getenv("AWS_LAMBDA_INITIALIZATION_TYPE") == "lambda-managed-instances"}
+func loadConfig(getenv func(string) string) (cfg config, err error) {
+	cfg.managedInstances = getenv("AWS_LAMBDA_INITIALIZATION_TYPE") == "lambda-managed-instances"
 	raw := strings.TrimSpace(getenv("LOKI_URL"))
 	if raw == "" {
 		return cfg, errors.New("LOKI_URL is not set: set it to your Loki URL, e.g. https://logs-prod-012.grafana.net or http://loki.example.internal:3100")
@@ -119,9 +119,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	cfg.target.pushURL = pushURL(u)
 
-	user := strings.TrimSpace(getenv("LOKI_USERNAME"))
-	pass := strings.TrimSpace(getenv("LOKI_PASSWORD"))
-	bearer := strings.TrimSpace(getenv("LOKI_BEARER_TOKEN"))
+	user, pass, bearer := strings.TrimSpace(getenv("LOKI_USERNAME")), strings.TrimSpace(getenv("LOKI_PASSWORD")), strings.TrimSpace(getenv("LOKI_BEARER_TOKEN"))
 	if u.User != nil && user == "" && pass == "" {
 		user = u.User.Username()
 		pass, _ = u.User.Password()
@@ -136,12 +134,17 @@ func loadConfig(getenv func(string) string) (config, error) {
 	sec := &secrets{values: [3]string{user, pass, bearer}, getenv: getenv, again: make(chan struct{}, 1), hurry: make(chan struct{}, 1)}
 	for i, name := range [...]string{"LOKI_USERNAME", "LOKI_PASSWORD", "LOKI_BEARER_TOKEN"} {
 		if strings.HasPrefix(sec.values[i], "arn:") {
-			r, err := parseSecretARN(name, sec.values[i])
-			if err != nil {
+			if sec.refs[i], err = parseSecretARN(name, sec.values[i]); err != nil {
 				return cfg, err
 			}
-			sec.refs[i], sec.values[i], cfg.target.secrets = &r, "", sec
+			sec.values[i], cfg.target.secrets = "", sec
 		}
+	}
+	// The container credentials' URI is checked where it is used, for a
+	// value kept in AWS without AWS_ACCESS_KEY_ID (on SnapStart): a bad one,
+	// or none, can never give credentials. The token file is read later.
+	if _, _, err := containerRequest(context.Background(), getenv); err != nil && cfg.target.secrets != nil && getenv("AWS_ACCESS_KEY_ID") == "" {
+		return cfg, err
 	}
 	if cfg.target.authorization, err = authorization(sec.values[0], sec.values[1], sec.values[2]); err != nil {
 		return cfg, err

@@ -112,6 +112,11 @@ func TestLoadConfigErrors(t *testing.T) {
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_FLUSH_TIMEOUT": "0s"}, "LOKI_FLUSH_TIMEOUT"},
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_RUNTIME_DONE_WAIT": "-1s"}, "LOKI_RUNTIME_DONE_WAIT"},
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_FLUSH_MODE": "lazy"}, `LOKI_FLUSH_MODE: "lazy" is not a flush mode; use invocation (the default) or adaptive`},
+		// Kept in AWS: an ARN is checked before it names a host, and (without
+		// AWS_ACCESS_KEY_ID) the container credentials' URI.
+		{map[string]string{"LOKI_URL": "http://l", "LOKI_BEARER_TOKEN": "arn:aws:secretsmanager:evil.example/x?:111122223333:secret:" + secret}, "LOKI_BEARER_TOKEN: a value that starts with arn:"},
+		{map[string]string{"LOKI_URL": "http://l", "LOKI_BEARER_TOKEN": ssmARN, "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://example.com/" + secret}, "AWS_CONTAINER_CREDENTIALS_FULL_URI: "},
+		{map[string]string{"LOKI_URL": "http://l", "LOKI_BEARER_TOKEN": ssmARN, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "@example.com/" + secret}, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: "},
 	} {
 		_, err := loadConfig(mapEnv(tc.env))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

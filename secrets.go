@@ -13,7 +13,9 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -23,7 +25,8 @@ import (
 const (
 	// refreshEvery a fetched secret is fetched again, for rotations that
 	// Loki has not refused yet; rotationPause is the least time between a
-	// fetch and one asked for by a refusal (doubling while refusals go on).
+	// fetch and one asked for by a refusal (doubling while refusals go on);
+	// a fetch gives up after awsTimeout of time the environment ran.
 
 	refreshEvery, rotationPause, awsTimeout = time.Hour, 10 * time.Second, 10 * time.Second
 	// retryBaseFetch and retryMaxFetch shape the backoff of failed fetches.
@@ -35,14 +38,16 @@ const (
 type secretRef struct {
 	variable, arn    string
 	service, region  string // secretsmanager or ssm
+	endpoint         string // the service's URL in the region
 	id               string // SecretId or parameter Name
 	key, stage, vers string // of a secret: JSON key, version stage and id
 }
 
-// parseSecretARN reads an ARN that variable holds:
-// arn:aws:secretsmanager:<region>:<account>:secret:<name>[:<json-key>:<version-stage>:<version-id>]
-// or arn:aws:ssm:<region>:<account>:parameter/<name>.
-func parseSecretARN(variable, arn string) (secretRef, error) {
+// parseSecretARN reads an ARN that variable holds (it starts with arn:):
+// arn:<partition>:secretsmanager:<region>:<account>:secret:<name>[:<json-key>:<version-stage>:<version-id>]
+// or arn:<partition>:ssm:<region>:<account>:parameter/<name>. The
+// partition, region and account are checked before they make a host name.
+func parseSecretARN(variable, arn string) (*secretRef, error) {
 	p := strings.SplitN(arn, ":", 7)
 	r := secretRef{variable: variable, arn: arn}
 	switch {
@@ -56,12 +61,19 @@ func parseSecretARN(variable, arn string) (secretRef, error) {
 	case len(p) == 6 && p[2] == "ssm" && strings.HasPrefix(p[5], "parameter/"):
 		r.service, r.region, r.id = p[2], p[3], arn
 	}
-	if r.service == "" || p[0] != "arn" || !strings.HasPrefix(p[1], "aws") || r.region == "" || strings.HasSuffix(r.id, ":") || strings.HasSuffix(r.id, "/") {
-		return r, fmt.Errorf("%s: a value that starts with arn: must be the ARN of a secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>, "+
+	// Each partition's DNS suffix; the region is digits, lowercase letters
+	// and dashes, the account 12 digits.
+	_, suffix, _ := strings.Cut(" aws:amazonaws.com aws-us-gov:amazonaws.com aws-cn:amazonaws.com.cn aws-eusc:amazonaws.eu aws-iso:c2s.ic.gov "+
+		"aws-iso-b:sc2s.sgov.gov aws-iso-e:cloud.adc-e.uk aws-iso-f:csp.hci.ic.gov ", " "+p[1]+":")
+	suffix, _, _ = strings.Cut(suffix, " ")
+	if r.service == "" || suffix == "" || r.region == "" || strings.Trim(r.region, "-0123456789abcdefghijklmnopqrstuvwxyz") != "" ||
+		len(p[4]) != 12 || strings.Trim(p[4], "0123456789") != "" || strings.HasSuffix(r.id, ":") || strings.HasSuffix(r.id, "/") {
+		return nil, fmt.Errorf("%s: a value that starts with arn: must be the ARN of a secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>, "+
 			"with :<json-key>:<version-stage>:<version-id> to pick a key of a JSON secret) or of an SSM parameter "+
 			"(arn:aws:ssm:<region>:<account>:parameter/<name>); it is not shown, in case it is a secret", variable)
 	}
-	return r, nil
+	r.endpoint = "https://" + r.service + "." + r.region + "." + suffix
+	return &r, nil
 }
 
 // secrets keeps Loki's credentials when some of them are kept in Secrets
@@ -72,6 +84,7 @@ type secrets struct {
 	refs    [3]*secretRef // the values to fetch
 	getenv  func(string) string
 	client  *http.Client
+	ticks   <-chan time.Time // if set, stands in for fetch's ticker (tests)
 	log     *onceLogger
 	changed func()        // called after a fetch: the header changed, or it failed
 	again   chan struct{} // capacity 1: fetch now
@@ -117,7 +130,8 @@ func (c *secrets) run(ctx context.Context) {
 		header, err := c.fetch(ctx)
 		wait := refreshEvery
 		if err != nil {
-			c.log.once(err.Error(), "%v; lines stay buffered, retrying", err)
+			kind, _, _ := strings.Cut(err.Error(), " (") // what follows varies: see do
+			c.log.once(kind, "%v; lines stay buffered, retrying", err)
 			wait, delay = delay, min(2*delay, retryMaxFetch)
 		} else {
 			delay = retryBaseFetch
@@ -147,10 +161,24 @@ func (c *secrets) run(ctx context.Context) {
 
 }
 
-// fetch reads every credential kept in AWS and returns the header.
+// fetch reads every credential kept in AWS and returns the header. It
+// gives up after awsTimeout of time the environment ran, in ticks of a
+// second: a time.Ticker gives a process that was frozen one tick at the
+// thaw, however long the freeze (pushes count time so too).
 func (c *secrets) fetch(ctx context.Context) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, awsTimeout)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		ticks := cmp.Or(c.ticks, time.Tick(time.Second)) // collected once unreferenced
+		for range awsTimeout / time.Second {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticks:
+			}
+		}
+		cancel(errors.New("no answer in 10s")) // awsTimeout
+	}()
 	creds, err := c.credentials(ctx)
 	v := c.values
 	for i, r := range c.refs {
@@ -158,7 +186,6 @@ func (c *secrets) fetch(ctx context.Context) (string, error) {
 			if v[i], err = c.value(ctx, r, creds); err != nil {
 				return "", fmt.Errorf("%s: read %s: %w", r.variable, r.arn, err)
 			}
-			v[i] = strings.TrimSpace(v[i])
 		}
 	}
 	if err != nil {
@@ -173,25 +200,67 @@ func (c *secrets) fetch(ctx context.Context) (string, error) {
 
 // credentials returns the function's AWS credentials: those Lambda puts in
 // the environment, else (SnapStart) those of the container credentials
-// endpoint, asked afresh for each fetch so that they never expire.
+// endpoint, asked afresh for each fetch so that they never expire, with the
+// token of AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE, read each time (it may
+// rotate), else of AWS_CONTAINER_AUTHORIZATION_TOKEN, as in the AWS SDKs.
 func (c *secrets) credentials(ctx context.Context) (awsCredentials, error) {
 	if id := c.getenv("AWS_ACCESS_KEY_ID"); id != "" {
 		return awsCredentials{id, c.getenv("AWS_SECRET_ACCESS_KEY"), c.getenv("AWS_SESSION_TOKEN")}, nil
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI"), nil)
-	if err != nil || req.URL.Host == "" {
-		return awsCredentials{}, errors.New("no AWS credentials: neither AWS_ACCESS_KEY_ID nor AWS_CONTAINER_CREDENTIALS_FULL_URI is set")
-	}
-	req.Header.Set("Authorization", c.getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN"))
-	answer, err := c.do(req)
+	req, variable, err := containerRequest(ctx, c.getenv)
 	if err != nil {
-		return awsCredentials{}, fmt.Errorf("AWS credentials from AWS_CONTAINER_CREDENTIALS_FULL_URI: %w", err)
+		return awsCredentials{}, err
 	}
-	return awsCredentials{jsonField(answer, "AccessKeyId"), jsonField(answer, "SecretAccessKey"), jsonField(answer, "Token")}, nil
+	token, answer := []byte(c.getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN")), []byte(nil)
+	if file := c.getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"); file != "" {
+		token, err = os.ReadFile(file)
+	}
+	if err == nil {
+		req.Header.Set("Authorization", strings.TrimSpace(string(token)))
+		answer, err = c.do(req)
+	}
+	switch creds := (awsCredentials{jsonField(answer, "AccessKeyId"), jsonField(answer, "SecretAccessKey"), jsonField(answer, "Token")}); {
+	case err == nil && creds.keyID != "" && creds.secret != "":
+		return creds, nil
+	case err == nil:
+		err = errors.New("the answer has no AccessKeyId/SecretAccessKey")
+	}
+	return awsCredentials{}, fmt.Errorf("AWS credentials from %s: %w", variable, err)
+}
+
+// containerRequest returns the request for the container credentials
+// endpoint, without its token, and the variable that names it; an error if
+// none is set. As in the AWS SDKs, AWS_CONTAINER_CREDENTIALS_RELATIVE_URI,
+// a path at 169.254.170.2 (ECS), wins over AWS_CONTAINER_CREDENTIALS_FULL_URI,
+// which may be any https URL but an http one only where AWS serves
+// credentials (credentialsHost): elsewhere the token would go in the clear.
+func containerRequest(ctx context.Context, getenv func(string) string) (*http.Request, string, error) {
+	variable, uri := "AWS_CONTAINER_CREDENTIALS_FULL_URI", getenv("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+	if rel := getenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"); rel != "" {
+		variable, uri = "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "http://169.254.170.2"+rel
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, uri, nil)
+	if uri == "" {
+		return nil, "", errors.New("no AWS credentials: neither AWS_ACCESS_KEY_ID nor AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI is set")
+	} else if err != nil || req.URL.Host == "" || req.URL.Scheme != "https" && (req.URL.Scheme != "http" || !credentialsHost(req.URL.Hostname())) {
+		return nil, variable, errors.New(variable + ": not an https:// URL, nor an http:// one to where AWS serves credentials (loopback, 169.254.170.2, 169.254.170.23, fd00:ec2::23)")
+	}
+	return req, variable, nil
+}
+
+// credentialsHost reports whether AWS serves container credentials over
+// http at host: a loopback address, ECS's 169.254.170.2, EKS Pod
+// Identity's 169.254.170.23 and fd00:ec2::23 (written as AWS writes them).
+// Where the SDKs resolve a host name to see if it is loopback, only
+// localhost is taken here, without DNS.
+func credentialsHost(host string) bool {
+	ip, _ := netip.ParseAddr(host)
+	return ip.IsLoopback() || slices.Contains([]string{"localhost", "169.254.170.2", "169.254.170.23", "fd00:ec2::23"}, host)
 }
 
 // value reads the credential r: GetSecretValue or GetParameter, in the
-// JSON 1.1 protocol, at the service's endpoint in the ARN's region.
+// JSON 1.1 protocol, at the service's endpoint in the ARN's region, unless
+// AWS_ENDPOINT_URL_SECRETS_MANAGER or _SSM, or AWS_ENDPOINT_URL, names one.
 func (c *secrets) value(ctx context.Context, r *secretRef, creds awsCredentials) (string, error) {
 	target, body, env := "secretsmanager.GetSecretValue", []byte(`{"SecretId":`), "AWS_ENDPOINT_URL_SECRETS_MANAGER"
 	if r.service == "ssm" {
@@ -203,41 +272,35 @@ func (c *secrets) value(ctx context.Context, r *secretRef, creds awsCredentials)
 			body, _ = jsontext.AppendQuote(append(body, `,"`+f[0]+`":`...), f[1])
 		}
 	}
-	domain := map[bool]string{false: "amazonaws.com", true: "amazonaws.com.cn"}[strings.HasPrefix(r.arn, "arn:aws-cn:")]
-	endpoint := cmp.Or(c.getenv(env), c.getenv("AWS_ENDPOINT_URL"), "https://"+r.service+"."+r.region+"."+domain)
 	body = append(body, '}')
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
-	if err != nil {
-		return "", err
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cmp.Or(c.getenv(env), c.getenv("AWS_ENDPOINT_URL"), r.endpoint), bytes.NewReader(body))
+	if err != nil { // not err: it shows the URL, credentials and all
+		return "", errors.New(env + " or AWS_ENDPOINT_URL is not a URL")
 	}
 	req.Header.Set("Content-Type", "application/x-amz-json-1.1")
 	req.Header.Set("X-Amz-Target", target)
 	signV4(req, body, creds, r.region, r.service, time.Now())
 	answer, err := c.do(req)
-	if err != nil {
-		return "", err
-	}
 	v := jsonField(answer, "SecretString")
 	if r.service == "ssm" {
 		v = jsonField(answer, "Parameter", "Value")
 	} else if r.key != "" {
 		v = jsonField([]byte(v), r.key)
 	}
-	if strings.TrimSpace(v) == "" {
-		return "", errors.New("no text there: it is empty or binary, or its JSON has no string at the key")
+	if v = strings.TrimSpace(v); v == "" && err == nil {
+		err = errors.New("no text there: it is empty or binary, or its JSON has no string or number at the key")
 	}
-	return v, nil
+	return v, err
 }
 
 // do makes an AWS request and returns the answer to a 2xx status; else an
-// error with the AWS error code, never the answer's text.
+// error with the AWS error code, never the answer's text, or "unreachable"
+// and why. Details that vary (addresses, ports) go in parentheses: run
+// tells a failure once per kind, its text before the first " (".
 func (c *secrets) do(req *http.Request) ([]byte, error) {
 	resp, err := c.client.Do(req)
 	if err != nil {
-		if ue, ok := errors.AsType[*url.Error](err); ok {
-			err = ue.Err // without the URL
-		}
-		return nil, err
+		return nil, fmt.Errorf("unreachable (%w)", errors.Unwrap(err)) // a *url.Error's cause: no URL
 	}
 	defer resp.Body.Close()
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -249,7 +312,8 @@ func (c *secrets) do(req *http.Request) ([]byte, error) {
 }
 
 // jsonField returns the string at path in the JSON object b, as
-// {"Parameter":{"Value":"…"}} at Parameter, Value; "" if there is none.
+// {"Parameter":{"Value":"…"}} at Parameter, Value, or the text of a number
+// there as written; "" if there is neither.
 func jsonField(b []byte, path ...string) string {
 	d := jsontext.NewDecoder(bytes.NewReader(b), jsontext.AllowDuplicateNames(true))
 	for _, key := range path {
@@ -262,8 +326,9 @@ func jsonField(b []byte, path ...string) string {
 			}
 		}
 	}
-	if tok, err := d.ReadToken(); err == nil && tok.Kind() == '"' {
-		return tok.String()
+	switch tok, _ := d.ReadToken(); tok.Kind() {
+	case '"', '0':
+		return tok.String() // a number's raw text
 	}
 	return ""
 }

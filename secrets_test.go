@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -26,23 +27,31 @@ import (
 )
 
 func TestParseSecretARN(t *testing.T) {
-	const sm = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:"
+	const sm, smHost = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:", "https://secretsmanager.eu-west-1.amazonaws.com"
 	good := []struct {
 		arn  string
 		want secretRef
 	}{
-		{sm + "loki-AbCdEf", secretRef{service: "secretsmanager", region: "eu-west-1", id: sm + "loki-AbCdEf"}},
-		{sm + "loki", secretRef{service: "secretsmanager", region: "eu-west-1", id: sm + "loki"}}, // a short ARN
-		{sm + "loki-AbCdEf:password::", secretRef{service: "secretsmanager", region: "eu-west-1", id: sm + "loki-AbCdEf", key: "password"}},
-		{sm + "loki:token:AWSPREVIOUS:", secretRef{service: "secretsmanager", region: "eu-west-1", id: sm + "loki", key: "token", stage: "AWSPREVIOUS"}},
-		{sm + "loki:::0b4d-11", secretRef{service: "secretsmanager", region: "eu-west-1", id: sm + "loki", vers: "0b4d-11"}},
-		{"arn:aws-cn:secretsmanager:cn-north-1:111122223333:secret:loki", secretRef{service: "secretsmanager", region: "cn-north-1", id: "arn:aws-cn:secretsmanager:cn-north-1:111122223333:secret:loki"}},
-		{"arn:aws:ssm:us-east-1:111122223333:parameter/loki/token", secretRef{service: "ssm", region: "us-east-1", id: "arn:aws:ssm:us-east-1:111122223333:parameter/loki/token"}},
+		{sm + "loki-AbCdEf", secretRef{service: "secretsmanager", region: "eu-west-1", endpoint: smHost, id: sm + "loki-AbCdEf"}},
+		{sm + "loki", secretRef{service: "secretsmanager", region: "eu-west-1", endpoint: smHost, id: sm + "loki"}}, // a short ARN
+		{sm + "loki-AbCdEf:password::", secretRef{service: "secretsmanager", region: "eu-west-1", endpoint: smHost, id: sm + "loki-AbCdEf", key: "password"}},
+		{sm + "loki:token:AWSPREVIOUS:", secretRef{service: "secretsmanager", region: "eu-west-1", endpoint: smHost, id: sm + "loki", key: "token", stage: "AWSPREVIOUS"}},
+		{sm + "loki:::0b4d-11", secretRef{service: "secretsmanager", region: "eu-west-1", endpoint: smHost, id: sm + "loki", vers: "0b4d-11"}},
+		{"arn:aws-cn:secretsmanager:cn-north-1:111122223333:secret:loki", secretRef{service: "secretsmanager", region: "cn-north-1",
+			endpoint: "https://secretsmanager.cn-north-1.amazonaws.com.cn", id: "arn:aws-cn:secretsmanager:cn-north-1:111122223333:secret:loki"}},
+		{"arn:aws:ssm:us-east-1:111122223333:parameter/loki/token", secretRef{service: "ssm", region: "us-east-1",
+			endpoint: "https://ssm.us-east-1.amazonaws.com", id: "arn:aws:ssm:us-east-1:111122223333:parameter/loki/token"}},
+		{"arn:aws-us-gov:ssm:us-gov-west-1:111122223333:parameter/loki", secretRef{service: "ssm", region: "us-gov-west-1",
+			endpoint: "https://ssm.us-gov-west-1.amazonaws.com", id: "arn:aws-us-gov:ssm:us-gov-west-1:111122223333:parameter/loki"}},
+		{"arn:aws-iso-b:ssm:us-isob-east-1:111122223333:parameter/loki", secretRef{service: "ssm", region: "us-isob-east-1",
+			endpoint: "https://ssm.us-isob-east-1.sc2s.sgov.gov", id: "arn:aws-iso-b:ssm:us-isob-east-1:111122223333:parameter/loki"}},
+		{"arn:aws-eusc:secretsmanager:eusc-de-east-1:111122223333:secret:loki", secretRef{service: "secretsmanager", region: "eusc-de-east-1",
+			endpoint: "https://secretsmanager.eusc-de-east-1.amazonaws.eu", id: "arn:aws-eusc:secretsmanager:eusc-de-east-1:111122223333:secret:loki"}},
 	}
 	for _, tc := range good {
 		got, err := parseSecretARN("LOKI_PASSWORD", tc.arn)
 		tc.want.variable, tc.want.arn = "LOKI_PASSWORD", tc.arn
-		if err != nil || got != tc.want {
+		if err != nil || *got != tc.want {
 			t.Errorf("parseSecretARN(%q) = %+v, %v; want %+v", tc.arn, got, err, tc.want)
 		}
 	}
@@ -56,6 +65,15 @@ func TestParseSecretARN(t *testing.T) {
 		"arn:aws:ssm:us-east-1:111122223333:parameter/",
 		"arn:aws:ssm:us-east-1:111122223333:document/loki",
 		"arn:gcp:ssm:us-east-1:111122223333:parameter/loki",
+		// Checked before the region and partition become a host name.
+		"arn:aws:secretsmanager:evil.example/x?:111122223333:secret:loki",
+		"arn:aws:secretsmanager:EU-WEST-1:111122223333:secret:loki",
+		"arn:aws:ssm:eu-west-1.evil.example:111122223333:parameter/loki",
+		"arn:aws-evil:ssm:us-east-1:111122223333:parameter/loki",
+		"arn:awsome:ssm:us-east-1:111122223333:parameter/loki",
+		"arn:aws:ssm:us-east-1:11112222333:parameter/loki",
+		"arn:aws:ssm:us-east-1:11112222333x:parameter/loki",
+		"arn:aws:secretsmanager:us-east-1::secret:loki",
 	} {
 		_, err := parseSecretARN("LOKI_BEARER_TOKEN", arn)
 		if err == nil || !strings.HasPrefix(err.Error(), "LOKI_BEARER_TOKEN: ") || !strings.Contains(err.Error(), "arn:aws:secretsmanager:<region>") {
@@ -70,7 +88,7 @@ func TestParseSecretARN(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "LOKI_PASSWORD: ") {
 		t.Errorf("loadConfig with a bad ARN: %v", err)
 	}
-	cfg, err := loadConfig(mapEnv(map[string]string{"LOKI_URL": "https://l", "LOKI_USERNAME": "1", "LOKI_PASSWORD": sm + "loki"}))
+	cfg, err := loadConfig(mapEnv(map[string]string{"LOKI_URL": "https://l", "LOKI_USERNAME": "1", "LOKI_PASSWORD": sm + "loki", "AWS_ACCESS_KEY_ID": "AKIA1"}))
 	if err != nil || cfg.target.secrets == nil || cfg.target.secrets.refs[1] == nil || cfg.target.secrets.values != [3]string{"1", "", ""} {
 		t.Errorf("loadConfig with an ARN: %v, %+v", err, cfg.target.secrets)
 	}
@@ -334,6 +352,8 @@ func TestCredentialsFromAWS(t *testing.T) {
 		{"an SSM parameter", map[string]string{"LOKI_BEARER_TOKEN": ssmARN}, map[string]string{ssmARN: "glc_fromSSM"}, "Bearer glc_fromSSM"},
 		{"both from AWS", map[string]string{"LOKI_USERNAME": smARN + ":user::", "LOKI_PASSWORD": ssmARN},
 			map[string]string{smARN: `{"user":"123456"}`, ssmARN: "glc_fromSSM"}, "Basic MTIzNDU2OmdsY19mcm9tU1NN"},
+		{"a number at the key", map[string]string{"LOKI_USERNAME": smARN + ":user::", "LOKI_PASSWORD": ssmARN},
+			map[string]string{smARN: `{"user":123456,"token":"glc_x"}`, ssmARN: "glc_fromSSM"}, "Basic MTIzNDU2OmdsY19mcm9tU1NN"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -469,7 +489,7 @@ func TestSecretUnavailable(t *testing.T) {
 		{"access denied", "AccessDeniedException", "LOKI_BEARER_TOKEN: read " + smARN + ": AccessDeniedException (HTTP 400)", 100, false},
 		{"access denied, with a namespace", "com.amazonaws.secretsmanager#AccessDeniedException", "LOKI_BEARER_TOKEN: read " + smARN + ": AccessDeniedException (HTTP 400)", 100, false},
 		{"not found", "", "LOKI_BEARER_TOKEN: read " + smARN + ": ResourceNotFoundException (HTTP 400)", 0, false},
-		{"unreachable", "", "LOKI_BEARER_TOKEN: read " + smARN + ": dial tcp", 0, true},
+		{"unreachable", "", "LOKI_BEARER_TOKEN: read " + smARN + ": unreachable (dial tcp", 0, true},
 		{"throttled, then read", "ThrottlingException", "LOKI_BEARER_TOKEN: read " + smARN + ": ThrottlingException (HTTP 400)", 2, false},
 		{"empty", "", "LOKI_BEARER_TOKEN: read " + smARN + ": no text there", 0, false},
 	} {
@@ -617,7 +637,7 @@ func TestAWSCredentialSources(t *testing.T) {
 		{"container endpoint", map[string]string{"AWS_CONTAINER_CREDENTIALS_FULL_URI": endpoint.URL, "AWS_CONTAINER_AUTHORIZATION_TOKEN": "tok"}, awsCredentials{"ASIA1", "s3cret", "t0ken"}, ""},
 		{"container endpoint refuses", map[string]string{"AWS_CONTAINER_CREDENTIALS_FULL_URI": endpoint.URL, "AWS_CONTAINER_AUTHORIZATION_TOKEN": "bad"}, awsCredentials{},
 			"AWS credentials from AWS_CONTAINER_CREDENTIALS_FULL_URI: no error code (HTTP 403)"},
-		{"none", map[string]string{}, awsCredentials{}, "no AWS credentials: neither AWS_ACCESS_KEY_ID nor AWS_CONTAINER_CREDENTIALS_FULL_URI is set"},
+		{"none", map[string]string{}, awsCredentials{}, "no AWS credentials: neither AWS_ACCESS_KEY_ID nor AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI is set"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := &secrets{getenv: mapEnv(tc.env), client: &http.Client{}}
@@ -626,6 +646,247 @@ func TestAWSCredentialSources(t *testing.T) {
 				t.Errorf("got %+v, %v; want %+v, %s", got, err, tc.want, tc.err)
 			}
 		})
+	}
+}
+
+// TestContainerCredentials: the container credentials endpoint is asked
+// only where AWS serves credentials (any host over https; over http,
+// loopback and the ECS and EKS addresses), at AWS_CONTAINER_CREDENTIALS_RELATIVE_URI
+// first, with the token of AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE first;
+// elsewhere the token is never sent. Every request reaches one fake,
+// whatever its host, so that a request that should not be sent is seen.
+func TestContainerCredentials(t *testing.T) {
+	const envToken, fileToken, answer = "container-token-env", "container-token-file", `{"AccessKeyId":"ASIA1","SecretAccessKey":"s3cret","Token":"t0ken"}`
+	var mu sync.Mutex
+	var got []string // host, path and token of each request
+	body := answer
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Host+r.URL.Path+" "+r.Header.Get("Authorization"))
+		b := body
+		mu.Unlock()
+		fmt.Fprint(w, b)
+	})
+	plain, tls := httptest.NewServer(handler), httptest.NewTLSServer(handler) // the TLS one's certificate is for example.com
+	t.Cleanup(plain.Close)
+	t.Cleanup(tls.Close)
+	tr := tls.Client().Transport.(*http.Transport).Clone()
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		to := plain.Listener.Addr().String()
+		if strings.HasSuffix(addr, ":443") {
+			to = tls.Listener.Addr().String()
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, to)
+	}
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(fileToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const full, relative = "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"
+	refused := func(variable string) string {
+		return variable + ": not an https:// URL, nor an http:// one to where AWS serves credentials (loopback, 169.254.170.2, 169.254.170.23, fd00:ec2::23)"
+	}
+	for _, tc := range []struct {
+		env       map[string]string
+		sent, err string // the request's host, path and token; the error
+	}{
+		{map[string]string{full: "http://169.254.170.2/v2/credentials/x"}, "169.254.170.2/v2/credentials/x " + envToken, ""},
+		{map[string]string{full: "http://169.254.170.23/v1/credentials"}, "169.254.170.23/v1/credentials " + envToken, ""},
+		{map[string]string{full: "http://[fd00:ec2::23]/v1/credentials"}, "[fd00:ec2::23]/v1/credentials " + envToken, ""},
+		{map[string]string{full: "http://localhost:8080/creds"}, "localhost:8080/creds " + envToken, ""},
+		{map[string]string{full: "http://127.0.0.2/creds"}, "127.0.0.2/creds " + envToken, ""},
+		{map[string]string{full: "http://[::1]/creds"}, "[::1]/creds " + envToken, ""},
+		{map[string]string{full: "https://example.com/creds"}, "example.com/creds " + envToken, ""},
+		{map[string]string{relative: "/v2/credentials/y"}, "169.254.170.2/v2/credentials/y " + envToken, ""},
+		{map[string]string{relative: "/v2/credentials/y", full: "http://127.0.0.1/creds"}, "169.254.170.2/v2/credentials/y " + envToken, ""},
+		{map[string]string{full: "http://127.0.0.1/creds", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": tokenFile}, "127.0.0.1/creds " + fileToken, ""},
+		{map[string]string{full: "http://example.com/creds"}, "", refused(full)},
+		{map[string]string{full: "http://169.254.169.254/latest/meta-data"}, "", refused(full)},
+		{map[string]string{full: "http://169.254.170.2.example.com/creds"}, "", refused(full)},
+		{map[string]string{full: "ftp://127.0.0.1/creds"}, "", refused(full)},
+		{map[string]string{full: "http://127.0.0.1:bad/creds"}, "", refused(full)},
+		{map[string]string{relative: "@example.com/creds"}, "", refused(relative)},
+		{map[string]string{relative: ".example.com/creds"}, "", refused(relative)},
+		{map[string]string{full: "http://127.0.0.1/creds", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": tokenFile + ".missing"}, "",
+			"AWS credentials from AWS_CONTAINER_CREDENTIALS_FULL_URI: open " + tokenFile + ".missing: no such file or directory"},
+		{map[string]string{}, "", "no AWS credentials: neither AWS_ACCESS_KEY_ID nor AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI is set"},
+	} {
+		mu.Lock()
+		got = nil
+		mu.Unlock()
+		tc.env["AWS_CONTAINER_AUTHORIZATION_TOKEN"] = envToken
+		c := &secrets{getenv: mapEnv(tc.env), client: &http.Client{Transport: tr}}
+		creds, err := c.credentials(t.Context())
+		mu.Lock()
+		sent := strings.Join(got, "; ")
+		mu.Unlock()
+		if want := (awsCredentials{"ASIA1", "s3cret", "t0ken"}); tc.err == "" && (creds != want || err != nil) || sent != tc.sent {
+			t.Errorf("%v: got %+v, %v; sent %q, want %q", tc.env, creds, err, sent, tc.sent)
+		}
+		if (err == nil) != (tc.err == "") || err != nil && err.Error() != tc.err {
+			t.Errorf("%v: error %v\nwant %s", tc.env, err, tc.err)
+		}
+		// A URI refused, or none, fails Init, if it is used: only for a value
+		// kept in AWS, without AWS_ACCESS_KEY_ID. The token file is read at
+		// each fetch.
+		tc.env["LOKI_URL"], tc.env["LOKI_BEARER_TOKEN"] = "https://l", ssmARN
+		_, err = loadConfig(mapEnv(tc.env))
+		if wantInit := tc.err != "" && !strings.HasPrefix(tc.err, "AWS credentials from"); (err != nil) != wantInit || wantInit && err.Error() != tc.err {
+			t.Errorf("%v: loadConfig: %v", tc.env, err)
+		}
+		tc.env["AWS_ACCESS_KEY_ID"] = "AKIA1"
+		if _, err := loadConfig(mapEnv(tc.env)); err != nil {
+			t.Errorf("%v: loadConfig with AWS_ACCESS_KEY_ID: %v", tc.env, err)
+		}
+		tc.env["LOKI_BEARER_TOKEN"] = "glc_x"
+		delete(tc.env, "AWS_ACCESS_KEY_ID")
+		if _, err := loadConfig(mapEnv(tc.env)); err != nil {
+			t.Errorf("%v: loadConfig without a value kept in AWS: %v", tc.env, err)
+		}
+	}
+
+	// The token file is read for each request (it may rotate), and an
+	// answer without keys is an error, not empty credentials.
+	env := map[string]string{full: "http://127.0.0.1/creds", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": tokenFile}
+	c := &secrets{getenv: mapEnv(env), client: &http.Client{Transport: tr}}
+	os.WriteFile(tokenFile, []byte("rotated-token"), 0o600)
+	mu.Lock()
+	got, body = nil, `{"Code":"Success","Token":"t0ken"}`
+	mu.Unlock()
+	creds, err := c.credentials(t.Context())
+	if want := "AWS credentials from AWS_CONTAINER_CREDENTIALS_FULL_URI: the answer has no AccessKeyId/SecretAccessKey"; err == nil || err.Error() != want || creds != (awsCredentials{}) {
+		t.Errorf("an answer without keys: %+v, %v; want the error %s", creds, err, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"127.0.0.1/creds rotated-token"}; !slices.Equal(got, want) {
+		t.Errorf("requests %q, want %q", got, want)
+	}
+}
+
+// TestFetchTimeoutCountsAwakeTime: a fetch gives up after awsTimeout of
+// time the environment ran, counted in ticks of a second (sent here), not
+// by the wall clock: a time.Ticker gives a frozen process one tick at the
+// thaw, however long the freeze. AWS's answer after 9 ticks is taken; with
+// none, the fetch ends at the 10th.
+func TestFetchTimeoutCountsAwakeTime(t *testing.T) {
+	t.Parallel()
+	ticks := make(chan time.Time)
+	// fetch starts a fetch from a fake AWS that answers once release is
+	// called, and sends it n ticks; false if it ended before it took them.
+	fetch := func(n int) (done chan error, release func(), tookAll bool) {
+		aws := newFakeAWS(t, map[string]string{ssmARN: "glc_token"})
+		aws.hold = make(chan struct{})
+		release = sync.OnceFunc(func() { close(aws.hold) })
+		t.Cleanup(release) // before the fake's Close, which waits for its answers
+		r, err := parseSecretARN("LOKI_BEARER_TOKEN", ssmARN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &secrets{refs: [3]*secretRef{2: r}, getenv: mapEnv(aws.env(nil)), client: &http.Client{}, ticks: ticks}
+		done = make(chan error, 1)
+		go func() {
+			_, err := c.fetch(t.Context())
+			done <- err
+		}()
+		for range n {
+			select {
+			case ticks <- time.Now():
+			case err := <-done:
+				done <- err
+				return done, release, false
+			}
+		}
+		return done, release, true
+	}
+
+	done, release, tookAll := fetch(9)
+	if !tookAll {
+		t.Fatalf("the fetch ended before 10 ticks: %v", <-done)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("the fetch answered after 9 ticks failed: %v", err)
+	}
+
+	done, _, tookAll = fetch(10) // AWS never answers
+	if !tookAll {
+		t.Fatalf("the fetch ended before 10 ticks: %v", <-done)
+	}
+	select {
+	case err := <-done:
+		if want := "LOKI_BEARER_TOKEN: read " + ssmARN + ": unreachable (no answer in 10s)"; err == nil || err.Error() != want {
+			t.Errorf("the fetch that AWS does not answer: %v, want %s", err, want)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("the fetch went on after 10 ticks")
+	}
+}
+
+// TestMalformedEndpointNotShown: an AWS_ENDPOINT_URL* that is not a URL
+// is named, never shown: it may hold credentials.
+func TestMalformedEndpointNotShown(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ env map[string]string }{
+		{map[string]string{"AWS_ENDPOINT_URL_SSM": "http://u:glc_s3cret@[::1"}},
+		{map[string]string{"AWS_ENDPOINT_URL": "http://u:glc_s3cret@[::1"}},
+		{map[string]string{"AWS_ENDPOINT_URL": "%glc_s3cret"}},
+	} {
+		r, err := parseSecretARN("LOKI_PASSWORD", ssmARN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc.env["AWS_ACCESS_KEY_ID"], tc.env["AWS_SECRET_ACCESS_KEY"] = "AKIA1", "s3cret"
+		c := &secrets{refs: [3]*secretRef{1: r}, getenv: mapEnv(tc.env), client: &http.Client{}}
+		_, err = c.fetch(t.Context())
+		if want := "LOKI_PASSWORD: read " + ssmARN + ": AWS_ENDPOINT_URL_SSM or AWS_ENDPOINT_URL is not a URL"; err == nil || err.Error() != want {
+			t.Errorf("%v: %v, want %s", tc.env, err, want)
+		}
+	}
+}
+
+// TestFetchFailureToldOnce: a failure whose text changes from one fetch
+// to the next (here the local port of a reset connection) is told once.
+func TestFetchFailureToldOnce(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var accepted atomic.Int32
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			conn.Read(make([]byte, 4096))
+			conn.(*net.TCPConn).SetLinger(0) // a reset
+			conn.Close()
+		}
+	}()
+	var out syncBuffer
+	env := map[string]string{"AWS_ACCESS_KEY_ID": "AKIA1", "AWS_SECRET_ACCESS_KEY": "s3cret", "AWS_ENDPOINT_URL": "http://" + ln.Addr().String()}
+	r, err := parseSecretARN("LOKI_BEARER_TOKEN", smARN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &secrets{refs: [3]*secretRef{2: r}, getenv: mapEnv(env), client: &http.Client{}, log: &onceLogger{log: log.New(&out, "", 0)},
+		changed: func() {}, again: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		c.run(ctx)
+		close(done)
+	}()
+	// The third fetch starts once the second one's failure was told.
+	eventually(t, waitLimit, "three fetches", func() bool { return accepted.Load() >= 3 })
+	cancel()
+	<-done
+	if n := strings.Count(out.String(), "LOKI_BEARER_TOKEN: read "+smARN+": "); n != 1 {
+		t.Errorf("%d messages, want 1:\n%s", n, out.String())
 	}
 }
 
