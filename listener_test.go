@@ -191,21 +191,17 @@ func TestRequestIDsFromTheTelemetry(t *testing.T) {
 	}
 }
 
+// TestListenerRejectsBadBodies: a body that does not begin a JSON array,
+// or is too large, is refused and nothing of it kept.
 func TestListenerRejectsBadBodies(t *testing.T) {
 	t.Parallel()
 	for body, want := range map[string]int{
-		``:                     http.StatusBadRequest,
-		`{"type":"function"}`:  http.StatusBadRequest,
-		`[{"type":"function",`: http.StatusBadRequest,
-		`[] []`:                http.StatusBadRequest,
-		`[{"type":"function","record":"x"}] trailing`:                       http.StatusBadRequest,
-		`[` + strings.Repeat(`"x",`, maxBodyBytes/4) + `"x"]`:               http.StatusRequestEntityTooLarge,
-		`[` + strings.Repeat("[", 20000) + strings.Repeat("]", 19999) + `]`: http.StatusBadRequest,
-		`[{"type":"function","record":"x"}`:                                 http.StatusBadRequest,
-		`[{"type":"function","record":"\x"}]`:                               http.StatusBadRequest,
-		`[{"type":"function","record":01}]`:                                 http.StatusBadRequest,
-		`[]`:                                                                http.StatusOK,
-		" [ ] \n":                                                           http.StatusOK,
+		``:                    http.StatusBadRequest,
+		`{"type":"function"}`: http.StatusBadRequest,
+		`"[{}]"`:              http.StatusBadRequest,
+		`[` + strings.Repeat(`{"type":"function","record":"x"},`, maxBodyBytes/32) + `"x"]`: http.StatusRequestEntityTooLarge,
+		`[]`:      http.StatusOK,
+		" [ ] \n": http.StatusOK,
 	} {
 		l := testListener(defaultTypes)
 		if got := post(l, body); got != want {
@@ -403,12 +399,13 @@ func TestEscapedLines(t *testing.T) {
 }
 
 // TestOddRecordsKeepTheirDelivery: a repeated key, invalid UTF-8, a lone
-// surrogate, nesting deeper than jsontext reads, and numbers of any form
-// cost neither the delivery nor its runtimeDone; each record lands as
-// written (invalid UTF-8 as U+FFFD), in the span of its invocation.
+// surrogate, nesting as deep as the standard library reads (10,000 levels
+// with the array and the event), and numbers of any form cost neither the
+// delivery nor its runtimeDone; each record lands as written (invalid
+// UTF-8 as U+FFFD), in the span of its invocation.
 func TestOddRecordsKeepTheirDelivery(t *testing.T) {
 	t.Parallel()
-	deep := strings.Repeat(`{"a":[`, 6000) + "1" + strings.Repeat("]}", 6000)
+	deep := "[" + strings.Repeat(`{"a":[`, 4998) + "1" + strings.Repeat("]}", 4998) + "]"
 	records := []string{
 		`{"level":"INFO","level":"ERROR","message":"repeated key"}`,
 		"{\"message\":\"raw \xff byte\"}",
@@ -434,8 +431,7 @@ func TestOddRecordsKeepTheirDelivery(t *testing.T) {
 	for _, e := range l.batch.entries {
 		lines = append(lines, lineText(e))
 	}
-	want := []string{records[0], "{\"message\":\"raw \ufffd byte\"}", records[2], records[3],
-		`{"time":"2024-11-25T10:15:30.101Z","type":"function","record":` + deep + `}`, "text 🎉 and \ufffd"}
+	want := []string{records[0], "{\"message\":\"raw \ufffd byte\"}", records[2], records[3], deep, "text 🎉 and \ufffd"}
 	if diff := cmp.Diff(want, lines); diff != "" {
 		t.Errorf("lines (-want +got):\n%.2000s", diff)
 	}
@@ -553,6 +549,83 @@ func TestIsRequestID(t *testing.T) {
 		}
 		if got := isRequestID([]byte(id)); got != want {
 			t.Errorf("isRequestID([]byte(%q)) = %v", id, got)
+		}
+	}
+}
+
+// TestUnreadableElements: an element that cannot be read (invalid JSON,
+// nested deeper than the standard library reads, cut off) ends the reading
+// of its delivery. The events before it are kept; it becomes a text line
+// of the rest of the body, through the same steps as any line: the type
+// and time read before the failure, LOKI_TYPES, the line limit and its
+// counter. Without a type it adds nothing.
+func TestUnreadableElements(t *testing.T) {
+	t.Parallel()
+	ok := `{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"ok"}`
+	okLine := got{"function", "2024-11-25T10:15:30.101Z", "ok", meta{}}
+	tooDeep := `{"time":"2024-11-25T10:15:30.102Z","type":"function","record":` + strings.Repeat("[", 9999) + strings.Repeat("]", 9999) + `}`
+	rest := tooDeep + "," + ok + "]"
+	for _, tc := range []struct {
+		name, types, body string
+		want              []got
+		truncated         int64
+	}{
+		{"too deep: the rest of the body, cut and counted", "function", "[" + ok + ",\n" + tooDeep + "," + ok + "]",
+			[]got{okLine, {"function", "2024-11-25T10:15:30.102Z", truncate(rest, 300), meta{}}}, 1},
+		{"too deep, not shipped by LOKI_TYPES", "platform", "[" + ok + "," + tooDeep + "]", nil, 0},
+		{"too deep, type after the record", "function", "[" + ok + `,{"record":` + strings.Repeat("[", 9999) + `1}` + "]", []got{okLine}, 0},
+		{"invalid escape", "function", "[" + ok + `,{"type":"function","record":"\x"},` + ok + "]",
+			[]got{okLine, {"function", "2025-01-01T00:00:00Z", `{"type":"function","record":"\x"},` + ok + "]", meta{}}}, 0},
+		{"a leading zero", "function,platform", `[{"type":"platform.start","record":01}]`,
+			[]got{{"platform", "2025-01-01T00:00:00Z", `platform.start {"type":"platform.start","record":01}]`, meta{eventType: "platform.start"}}}, 0},
+		{"cut off in an event", "function", "[" + ok + `, {"type":"function",`, []got{okLine, {"function", "2025-01-01T00:00:00Z", `{"type":"function",`, meta{}}}, 0},
+		{"cut off after an event", "function", "[" + ok, []got{okLine}, 0},
+		{"no comma", "function", "[" + ok + " " + ok + "]", []got{okLine}, 0},
+		{"after the array", "function", "[" + ok + "] [" + ok + "] x", []got{okLine}, 0},
+		{"deep array, no event", "function", "[" + strings.Repeat("[", 20000) + "]", nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := testListener(tc.types)
+			if status := post(l, tc.body); status != http.StatusOK {
+				t.Fatalf("status %d", status)
+			}
+			if diff := cmp.Diff(tc.want, stored(l), cmp.AllowUnexported(meta{})); diff != "" {
+				t.Errorf("(-want +got):\n%.3000s", diff)
+			}
+			if got := l.batch.counters().truncated; got != tc.truncated {
+				t.Errorf("truncated %d, want %d", got, tc.truncated)
+			}
+		})
+	}
+}
+
+// TestNamesAndTypesUnescaped: member names and event types are compared as
+// JSON defines them, after unescaping, in events and in records.
+func TestNamesAndTypesUnescaped(t *testing.T) {
+	t.Parallel()
+	body := `[{"t\u0069me":"2024-11-25T10:15:30.100Z","\u0074ype":"platform.st\u0061rt","record":{"request\u0049d":"` + rid + `"}},
+		{"time":"2024-11-25T10:15:30.101Z","type":"\u0066unction","r\u0065cord":{"\u006cevel":"\u0045RROR","m":1}},
+		{"time":"2024-11-25T10:15:30.102Z","type":"\u0066unction","record":"2024-11-25T10:15:30.100Z\u0009` + rid + `\u0009WARN\u0009m\u000a"},
+		{"time":"2024-11-25T10:15:30.103Z","type":"platform.r\u0065port","record":{"requestId":"` + rid + `","m\u0065trics":{"durationMs":1}}}]`
+	for types, want := range map[string][]got{
+		"function,platform.start,platform.report": {
+			{"platform", "2024-11-25T10:15:30.1Z", `platform.start {"request\u0049d":"` + rid + `"}`, meta{requestID: rid, eventType: "platform.start"}},
+			{"function", "2024-11-25T10:15:30.101Z", `{"\u006cevel":"\u0045RROR","m":1}`, meta{requestID: rid, level: "error"}},
+			{"function", "2024-11-25T10:15:30.102Z", "2024-11-25T10:15:30.100Z\t" + rid + "\tWARN\tm", meta{requestID: rid, level: "warn"}},
+			{"platform", "2024-11-25T10:15:30.103Z", "REPORT RequestId: " + rid + "\tDuration: 1.00 ms", meta{requestID: rid, eventType: "platform.report"}},
+		},
+		"platform": {
+			{"platform", "2024-11-25T10:15:30.1Z", `platform.start {"request\u0049d":"` + rid + `"}`, meta{requestID: rid, eventType: "platform.start"}},
+			{"platform", "2024-11-25T10:15:30.103Z", "REPORT RequestId: " + rid + "\tDuration: 1.00 ms", meta{requestID: rid, eventType: "platform.report"}},
+		},
+	} {
+		l := testListener(types)
+		if status := post(l, body); status != http.StatusOK {
+			t.Fatalf("status %d", status)
+		}
+		if diff := cmp.Diff(want, stored(l), cmp.AllowUnexported(meta{})); diff != "" {
+			t.Errorf("LOKI_TYPES=%s (-want +got):\n%s", types, diff)
 		}
 	}
 }
