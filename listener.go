@@ -416,6 +416,9 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 		text, err := jsontext.AppendUnquote(l.text[:0], raw)
 		l.text = text
 		text, nl := bytes.CutSuffix(text, []byte("\n"))
+		if src == sourceExtension && bytes.HasPrefix(text, []byte(l.ownPrefix)) {
+			return entry{}, false // our own output (no other record is text)
+		}
 		if fields = new(recordFields); len(text) > 0 && text[0] == '{' && l.readRecord(text, fields) {
 			e.line = string(text)
 			e.ts, e.meta.requestID, e.meta.tenantID, e.level = fields.at(at), fields.requestID, fields.tenantID, fields.level
@@ -447,9 +450,6 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 		e.ts, e.meta.requestID, e.meta.tenantID, e.level = fields.at(at), fields.requestID, fields.tenantID, fields.level
 	default: // a number, array, bool or null: kept as written
 		e.line = string(raw)
-	}
-	if src == sourceExtension && strings.HasPrefix(e.line, l.ownPrefix) {
-		return entry{}, false // escaped or not: the prefix has nothing to escape
 	}
 	if sp := l.spanOf(e.meta.requestID, at); sp != nil && (e.meta.requestID != "" || l.inferRequestID) {
 		e.meta.requestID, e.meta.traceID = sp.requestID, sp.traceID

@@ -260,9 +260,14 @@ func TestWaitRuntimeDone(t *testing.T) {
 	}
 }
 
-// FuzzListenerDecode: no body crashes the listener; every JSON array
-// that encoding/json finds valid is accepted; an accepted body's entries
-// re-encode to valid JSON that decodes back to the same lines.
+// FuzzListenerDecode: the listener makes of any body what the reference
+// (reference_test.go: encoding/json and the README's rules) makes of it:
+// the same status, entries (source, time, line, metadata and level) and
+// counts of truncated lines and of Lambda's drops. It does so for the body
+// as it is, and for a delivery built around it (deliveryOf), so that
+// random content reaches every kind of record. Every JSON array that
+// encoding/json finds valid is taken, and the entries re-encode for Loki
+// to the same lines.
 func FuzzListenerDecode(f *testing.F) {
 	for _, seed := range []string{
 		`[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"2024-11-25T10:15:30.100Z\t8f5c0a61-0d4e-4c1e-9f55-3c0b2c7e9a10\tINFO\tloaded 3 items\n"}]`,
@@ -275,47 +280,96 @@ func FuzzListenerDecode(f *testing.F) {
 		`[{"time":"x","type":"function","record":"\u0000\ud800"}, 1, null]`,
 		`[`, `{}`, `[{"type":"function","record":{"level":{"a":[[[[]]]]}}}]`,
 		`[{"type":"function","record":{"a":1,"a":2}},{"type":"function","record":"` + "\xff" + `"}]`,
+		`[{"t\u0069me":"2024-11-25T10:15:30.101Z","\u0074ype":"\u0066unction","record":"x\u000a"},{"type":"function","record":"\x"}]`,
+		"2024-11-25T10:15:30.100Z\t" + rid + "\tINFO\tm\n\x00{\"level\":\"warn\",\"requestId\":\"" + rid + "\"}\x00{\"requestId\":\"" + rid + "\",\"tracing\":{\"value\":\"Root=1-abc\"}}",
+		"[ERROR]\t2024-11-25T10:15:30.100Z\t" + rid + "\tboom\x00{\"requestId\":\"" + rid + "\",\"status\":\"error\"}\x00x\x00{\"droppedRecords\":3}\x00loki-extension: ours",
 	} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
-		l := testListener("function,platform,extension")
-		status := post(l, body)
-		// What encoding/json takes for an array, the listener takes.
-		if array := strings.TrimLeft(body, " \t\r\n"); strings.HasPrefix(array, "[") && json.Valid([]byte(body)) && status != http.StatusOK {
-			t.Fatalf("status %d for a valid JSON array", status)
-		}
-		if status != http.StatusOK || len(l.batch.entries) == 0 { // the shipper never encodes nothing
-			if len(l.batch.entries) != 0 {
-				t.Fatalf("status %d but %d entries kept", status, len(l.batch.entries))
-			}
-			return
-		}
-
-		s, _ := testShipper(t, lokiTarget{})
-		var back []string
-		for _, st := range decodeBody(t, s.encode(l.batch.entries)).Streams {
-			for _, v := range st.Values {
-				back = append(back, v.Line)
-			}
-		}
-		var want []string
-		for src := range numSources {
-			for _, e := range l.batch.entries {
-				if e.src == src {
-					want = append(want, jsonRoundTrip(lineText(e)))
-				}
-			}
-		}
-		if diff := cmp.Diff(want, back); diff != "" {
-			t.Errorf("lines (-want +got):\n%s", diff)
-		}
-		for _, e := range l.batch.entries {
-			if len(e.line) > l.maxLine {
-				t.Errorf("line of %d bytes over the maximum %d", len(e.line), l.maxLine)
-			}
-		}
+		checkAgainstReference(t, body)
+		checkAgainstReference(t, deliveryOf(body))
 	})
+}
+
+// deliveryOf builds a delivery of one event for each part of s between NUL
+// bytes, of the types in turn; a part that is JSON is the record as it is,
+// any other is a text record.
+func deliveryOf(s string) string {
+	types := []string{"function", "extension", "platform.start", "function", "platform.runtimeDone", "platform.report", "platform.logsDropped"}
+	var events []string
+	for i, part := range strings.Split(s, "\x00") {
+		record, _ := json.Marshal(part)
+		if json.Valid([]byte(part)) {
+			record = []byte(part)
+		}
+		events = append(events, fmt.Sprintf(`{"time":"2024-11-25T10:15:30.%03dZ","type":%q,"record":%s}`, i%1000, types[i%len(types)], record))
+	}
+	return "[" + strings.Join(events, ",") + "]"
+}
+
+// checkAgainstReference compares what the listener makes of body, in a
+// configuration that body picks, with what the reference makes of it.
+func checkAgainstReference(t *testing.T, body string) {
+	t.Helper()
+	types := []string{"function,platform,extension", defaultTypes, "extension,platform.start,platform.error"}[len(body)%3]
+	l := testListener(types)
+	l.inferRequestID, l.offset = len(body)%2 == 0, 123
+	want := reference(body, refConfig{types: l.types, maxLine: l.maxLine, infer: l.inferRequestID, ownPrefix: l.ownPrefix, offset: l.offset, received: l.now()})
+
+	// The entries the listener hands to the batch, before batch.add.
+	dv := delivery{received: l.now()}
+	l.mu.Lock()
+	err := l.readEvents([]byte(body), &dv)
+	l.mu.Unlock()
+	res := refResult{Status: http.StatusOK, Truncated: dv.truncated, DroppedByLambda: dv.dropped}
+	if err != nil {
+		res.Status = http.StatusBadRequest
+	}
+	for _, e := range dv.entries {
+		m := metaOf(e) // as Loki gets it: invalid UTF-8 as U+FFFD
+		m = meta{jsonRoundTrip(m.requestID), jsonRoundTrip(m.traceID), jsonRoundTrip(m.tenantID), m.level, jsonRoundTrip(m.eventType)}
+		res.Entries = append(res.Entries, got{e.src.String(), time.Unix(0, e.ts).UTC().Format(time.RFC3339Nano), lineText(e), m})
+	}
+	if diff := cmp.Diff(want, res, cmp.AllowUnexported(meta{})); diff != "" {
+		t.Fatalf("body %q, LOKI_TYPES=%s, request ids inferred %t: listener differs from the reference (-want +got):\n%s", body, types, l.inferRequestID, diff)
+	}
+	if status := post(testListener(types), body); status != want.Status {
+		t.Fatalf("status %d, want %d", status, want.Status)
+	}
+	// What encoding/json takes for an array, the listener takes.
+	if array := strings.TrimLeft(body, " \t\r\n"); strings.HasPrefix(array, "[") && json.Valid([]byte(body)) && res.Status != http.StatusOK {
+		t.Fatalf("status %d for a valid JSON array", res.Status)
+	}
+	if len(dv.entries) == 0 || dv.overflow > 0 {
+		if dv.overflow > 0 {
+			t.Fatalf("%d entries over the cap", dv.overflow)
+		}
+		return // the shipper never encodes nothing
+	}
+	s, _ := testShipper(t, lokiTarget{})
+	var back []string
+	for _, st := range decodeBody(t, s.encode(dv.entries)).Streams {
+		for _, v := range st.Values {
+			back = append(back, v.Line)
+		}
+	}
+	var lines []string
+	for src := range numSources {
+		for _, e := range dv.entries {
+			if e.src == src {
+				lines = append(lines, lineText(e))
+			}
+		}
+	}
+	if diff := cmp.Diff(lines, back); diff != "" {
+		t.Errorf("lines (-want +got):\n%s", diff)
+	}
+	for _, e := range dv.entries {
+		if len(e.line) > l.maxLine {
+			t.Errorf("line of %d bytes over the maximum %d", len(e.line), l.maxLine)
+		}
+	}
 }
 
 // BenchmarkListener measures a 1000-line delivery into the batch: text
