@@ -282,6 +282,10 @@ func FuzzListenerDecode(f *testing.F) {
 		`[{"type":"function","record":{"a":1,"a":2}},{"type":"function","record":"` + "\xff" + `"}]`,
 		`[{"t\u0069me":"2024-11-25T10:15:30.101Z","\u0074ype":"\u0066unction","record":"x\u000a"},{"type":"function","record":"\x"}]`,
 		"2024-11-25T10:15:30.100Z\t" + rid + "\tINFO\tm\n\x00{\"level\":\"warn\",\"requestId\":\"" + rid + "\"}\x00{\"requestId\":\"" + rid + "\",\"tracing\":{\"value\":\"Root=1-abc\"}}",
+		`[{"type":"extension","record":"\u006coki-extension: ours"},{"type":"extension","record":"loki-extension: ours\n"},{"type":"extension","record":"theirs"}]`,
+		`[{"time":"2024-11-25T10:15:30.000Z","type":"platform.start","record":{"requestId":"` + rid + `","tenantId":"t1","tracing":{"value":"Root=1-abc"}}},{"time":"2024-11-25T10:15:30.001Z","type":"function","record":"x"},` +
+			`{"time":"2024-11-25T10:15:30.002Z","type":"platform.report","record":{"requestId":"` + rid + `","tenantId":"t1","status":"timeout","metrics":{"durationMs":1}}}]`,
+		"[{\"type\":\"function\",\"record\":\"a \xff and \\ud800\"}]", "[{\"type\":\"function\",\"record\":\"a \xff and \\ud800\"}] ",
 		"[ERROR]\t2024-11-25T10:15:30.100Z\t" + rid + "\tboom\x00{\"requestId\":\"" + rid + "\",\"status\":\"error\"}\x00x\x00{\"droppedRecords\":3}\x00loki-extension: ours",
 	} {
 		f.Add(seed)
@@ -366,6 +370,11 @@ func checkAgainstReference(t *testing.T, body string) {
 		t.Errorf("lines (-want +got):\n%s", diff)
 	}
 	for _, e := range dv.entries {
+		// An escaped line goes to Loki as it is: it must be valid UTF-8
+		// and hold no lone surrogate escape.
+		if _, err := jsontext.AppendUnquote(nil, `"`+e.line+`"`); e.escaped && (err != nil || !utf8.ValidString(e.line)) {
+			t.Errorf("escaped line %q is not valid JSON string content: %v", e.line, err)
+		}
 		if len(e.line) > l.maxLine {
 			t.Errorf("line of %d bytes over the maximum %d", len(e.line), l.maxLine)
 		}
