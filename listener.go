@@ -63,7 +63,7 @@ type span struct {
 }
 
 // delivery is what one telemetry POST adds up to, kept until all of it has
-// been read: a body that is not a JSON array adds nothing.
+// been read: a body that does not begin a JSON array adds nothing.
 type delivery struct {
 	received           time.Time
 	entries            []entry
@@ -144,9 +144,9 @@ func newListener(b *batch, types typeFilter, maxLine int, ownPrefix string, infe
 }
 
 // ServeHTTP takes one delivery: a JSON array of events. It answers 200 once
-// the events are in the batch, 400 to a body that is not a JSON array and
-// 413 to one over maxBodyBytes; then nothing of it is kept. It writes no
-// output.
+// the events are in the batch, 400 to a body that does not begin a JSON
+// array and 413 to one over maxBodyBytes; then nothing of it is kept. It
+// writes no output.
 func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -414,7 +414,9 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 		// Unquoted once, into l.text; an error means invalid UTF-8 or a
 		// lone surrogate escape, each U+FFFD now.
 		text, err := jsontext.AppendUnquote(l.text[:0], raw)
-		l.text = text
+		if cap(text) <= 64<<10 {
+			l.text = text // else a rare long line's buffer would stay
+		}
 		text, nl := bytes.CutSuffix(text, []byte("\n"))
 		if src == sourceExtension && bytes.HasPrefix(text, []byte(l.ownPrefix)) {
 			return entry{}, false // our own output (no other record is text)
