@@ -286,6 +286,7 @@ func FuzzListenerDecode(f *testing.F) {
 		`[{"time":"2024-11-25T10:15:30.000Z","type":"platform.start","record":{"requestId":"` + rid + `","tenantId":"t1","tracing":{"value":"Root=1-abc"}}},{"time":"2024-11-25T10:15:30.001Z","type":"function","record":"x"},` +
 			`{"time":"2024-11-25T10:15:30.002Z","type":"platform.report","record":{"requestId":"` + rid + `","tenantId":"t1","status":"timeout","metrics":{"durationMs":1}}}]`,
 		"[{\"type\":\"function\",\"record\":\"a \xff and \\ud800\"}]", "[{\"type\":\"function\",\"record\":\"a \xff and \\ud800\"}] ",
+		"[{\"type\":\"function\",\"record\":\"tab\\t\xff\"},{\"type\":\"function\",\"record\":\"{\\t}\"}]", "[{\"type\":\"function\",\"record\":\"tab\\t\xff\"},{\"type\":\"function\",\"record\":\"{\\t}\"}] ",
 		"[ERROR]\t2024-11-25T10:15:30.100Z\t" + rid + "\tboom\x00{\"requestId\":\"" + rid + "\",\"status\":\"error\"}\x00x\x00{\"droppedRecords\":3}\x00loki-extension: ours",
 	} {
 		f.Add(seed)
