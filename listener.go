@@ -87,13 +87,20 @@ type delivery struct {
 //     end) ends the reading: a decoder cannot resynchronise. It is kept as
 //     a text line, with the rest of the body, as written: see event. What
 //     follows the array is not read.
-//   - event, the one funnel of every element: the type filter
-//     (LOKI_TYPES); platform events update the invocation spans; a line's
-//     level becomes final here; the own-output filter; the line limit
-//     (counted as truncated); the time rules; then add, which counts what
-//     does not fit the buffer (dropped_buffer_full).
-//   - logEntry reads a text record once with jsontext's unquoting, which
-//     also checks it: valid text keeps Lambda's escaping to Loki (escaped).
+//   - event, the one funnel of every element: logEntry or platformEntry
+//     apply LOKI_TYPES (logEntry also the own-output filter and a record's
+//     own time) and make the entry, whose level is final from then on;
+//     platform events update the invocation spans, the runtimeDone list
+//     and Lambda's drop count, shipped or not. Then the line limit
+//     (counted as truncated), the environment's time offset, and add,
+//     which counts what does not fit the buffer (dropped_buffer_full).
+//   - logEntry: a text record whose only escapes are tabs (tabsOnly, most
+//     lines) is read as it is; any other is unquoted by jsontext, which
+//     checks it too. Valid text within the line limit goes to Loki as
+//     Lambda escaped it (escaped), any other unescaped (invalid UTF-8 as
+//     U+FFFD). A JSON object, as a record or in a text, is kept as
+//     written and its fields read once; any other value is kept as
+//     written.
 type listener struct {
 	batch     *batch
 	types     typeFilter
@@ -264,12 +271,15 @@ func members(d *jsontext.Decoder, f func(name []byte) error) error {
 		return err
 	}
 	for d.PeekKind() == '"' {
-		name, err := d.ReadValue()
+		raw, err := d.ReadValue()
 		if err != nil {
 			return err
 		}
-		at := d.InputOffset()
-		if err := f(content(name)); err != nil {
+		at, name := d.InputOffset(), raw[1:len(raw)-1]
+		if bytes.IndexByte(name, '\\') >= 0 {
+			name = content(raw) // escaped: seldom
+		}
+		if err := f(name); err != nil {
 			return err
 		}
 		if d.InputOffset() == at {
