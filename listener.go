@@ -423,7 +423,7 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 	case raw.Kind() == '"':
 		// The text, less one final newline, and where raw holds it.
 		inner, _ := bytes.CutSuffix(raw[1:len(raw)-1], []byte(`\n`))
-		text, tab, err := inner, `\t`, error(nil)
+		text, tab, err := inner, []byte(`\t`), error(nil)
 		if !tabsOnly(inner) || len(inner) > l.maxLine {
 			// Unquoted by jsontext, into l.text; an error means invalid
 			// UTF-8 or a lone surrogate escape, each U+FFFD now.
@@ -433,7 +433,7 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 			}
 			var nl bool
 			text, nl = bytes.CutSuffix(text, []byte("\n"))
-			if inner, tab = raw[1:len(raw)-1], "\t"; nl && bytes.HasSuffix(inner, []byte(`\n`)) {
+			if inner, tab = raw[1:len(raw)-1], []byte("\t"); nl && bytes.HasSuffix(inner, []byte(`\n`)) {
 				inner = inner[:len(inner)-2] // the newline's escape
 			} else if nl {
 				inner = inner[:len(inner)-6] // \u000a
@@ -555,9 +555,9 @@ func (l *listener) recordDecoder(obj []byte) *jsontext.Decoder {
 // intern returns id as a string, without allocating when it is a recent
 // invocation's. l.mu is held.
 func (l *listener) intern(id []byte) string {
-	for _, sp := range l.spans {
-		if sp.requestID == string(id) {
-			return sp.requestID
+	for i := range l.spans { // not by value: a span is 96 bytes
+		if l.spans[i].requestID == string(id) {
+			return l.spans[i].requestID
 		}
 	}
 	return string(id)
@@ -724,10 +724,10 @@ func parseTime(raw jsontext.Value) (time.Time, bool) {
 // "<time>\t<request id>\t<LEVEL>\t<message>", Python "[<LEVEL>]\t<time>\t<request id>\t<message>".
 // tab is how line writes a tab: "\t", or `\t` in a line that escapes only
 // tabs (tabsOnly).
-func parseTextPrefix(line []byte, tab string) (requestID []byte, level severity) {
-	f1, rest, _ := bytes.Cut(line, []byte(tab))
-	f2, rest, _ := bytes.Cut(rest, []byte(tab))
-	f3, _, ok := bytes.Cut(rest, []byte(tab)) // not ok if either cut before was not
+func parseTextPrefix(line, tab []byte) (requestID []byte, level severity) {
+	f1, rest, _ := bytes.Cut(line, tab)
+	f2, rest, _ := bytes.Cut(rest, tab)
+	f3, _, ok := bytes.Cut(rest, tab) // not ok if either cut before was not
 	if !ok {
 		return nil, 0
 	}
