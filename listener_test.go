@@ -191,21 +191,17 @@ func TestRequestIDsFromTheTelemetry(t *testing.T) {
 	}
 }
 
+// TestListenerRejectsBadBodies: a body that does not begin a JSON array,
+// or is too large, is refused and nothing of it kept.
 func TestListenerRejectsBadBodies(t *testing.T) {
 	t.Parallel()
 	for body, want := range map[string]int{
-		``:                     http.StatusBadRequest,
-		`{"type":"function"}`:  http.StatusBadRequest,
-		`[{"type":"function",`: http.StatusBadRequest,
-		`[] []`:                http.StatusBadRequest,
-		`[{"type":"function","record":"x"}] trailing`:                       http.StatusBadRequest,
-		`[` + strings.Repeat(`"x",`, maxBodyBytes/4) + `"x"]`:               http.StatusRequestEntityTooLarge,
-		`[` + strings.Repeat("[", 20000) + strings.Repeat("]", 19999) + `]`: http.StatusBadRequest,
-		`[{"type":"function","record":"x"}`:                                 http.StatusBadRequest,
-		`[{"type":"function","record":"\x"}]`:                               http.StatusBadRequest,
-		`[{"type":"function","record":01}]`:                                 http.StatusBadRequest,
-		`[]`:                                                                http.StatusOK,
-		" [ ] \n":                                                           http.StatusOK,
+		``:                    http.StatusBadRequest,
+		`{"type":"function"}`: http.StatusBadRequest,
+		`"[{}]"`:              http.StatusBadRequest,
+		`[` + strings.Repeat(`{"type":"function","record":"x"},`, maxBodyBytes/32) + `"x"]`: http.StatusRequestEntityTooLarge,
+		`[]`:      http.StatusOK,
+		" [ ] \n": http.StatusOK,
 	} {
 		l := testListener(defaultTypes)
 		if got := post(l, body); got != want {
@@ -264,9 +260,14 @@ func TestWaitRuntimeDone(t *testing.T) {
 	}
 }
 
-// FuzzListenerDecode: no body crashes the listener; every JSON array
-// that encoding/json finds valid is accepted; an accepted body's entries
-// re-encode to valid JSON that decodes back to the same lines.
+// FuzzListenerDecode: the listener makes of any body what the reference
+// (reference_test.go: encoding/json and the README's rules) makes of it:
+// the same status, entries (source, time, line, metadata and level) and
+// counts of truncated lines and of Lambda's drops. It does so for the body
+// as it is, and for a delivery built around it (deliveryOf), so that
+// random content reaches every kind of record. Every JSON array that
+// encoding/json finds valid is taken, and the entries re-encode for Loki
+// to the same lines.
 func FuzzListenerDecode(f *testing.F) {
 	for _, seed := range []string{
 		`[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"2024-11-25T10:15:30.100Z\t8f5c0a61-0d4e-4c1e-9f55-3c0b2c7e9a10\tINFO\tloaded 3 items\n"}]`,
@@ -279,47 +280,106 @@ func FuzzListenerDecode(f *testing.F) {
 		`[{"time":"x","type":"function","record":"\u0000\ud800"}, 1, null]`,
 		`[`, `{}`, `[{"type":"function","record":{"level":{"a":[[[[]]]]}}}]`,
 		`[{"type":"function","record":{"a":1,"a":2}},{"type":"function","record":"` + "\xff" + `"}]`,
+		`[{"t\u0069me":"2024-11-25T10:15:30.101Z","\u0074ype":"\u0066unction","record":"x\u000a"},{"type":"function","record":"\x"}]`,
+		"2024-11-25T10:15:30.100Z\t" + rid + "\tINFO\tm\n\x00{\"level\":\"warn\",\"requestId\":\"" + rid + "\"}\x00{\"requestId\":\"" + rid + "\",\"tracing\":{\"value\":\"Root=1-abc\"}}",
+		`[{"type":"extension","record":"\u006coki-extension: ours"},{"type":"extension","record":"loki-extension: ours\n"},{"type":"extension","record":"theirs"}]`,
+		`[{"time":"2024-11-25T10:15:30.000Z","type":"platform.start","record":{"requestId":"` + rid + `","tenantId":"t1","tracing":{"value":"Root=1-abc"}}},{"time":"2024-11-25T10:15:30.001Z","type":"function","record":"x"},` +
+			`{"time":"2024-11-25T10:15:30.002Z","type":"platform.report","record":{"requestId":"` + rid + `","tenantId":"t1","status":"timeout","metrics":{"durationMs":1}}}]`,
+		"[{\"type\":\"function\",\"record\":\"a \xff and \\ud800\"}]", "[{\"type\":\"function\",\"record\":\"a \xff and \\ud800\"}] ",
+		"[{\"type\":\"function\",\"record\":\"tab\\t\xff\"},{\"type\":\"function\",\"record\":\"{\\t}\"}]", "[{\"type\":\"function\",\"record\":\"tab\\t\xff\"},{\"type\":\"function\",\"record\":\"{\\t}\"}] ",
+		"[ERROR]\t2024-11-25T10:15:30.100Z\t" + rid + "\tboom\x00{\"requestId\":\"" + rid + "\",\"status\":\"error\"}\x00x\x00{\"droppedRecords\":3}\x00loki-extension: ours",
 	} {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, body string) {
-		l := testListener("function,platform,extension")
-		status := post(l, body)
-		// What encoding/json takes for an array, the listener takes.
-		if array := strings.TrimLeft(body, " \t\r\n"); strings.HasPrefix(array, "[") && json.Valid([]byte(body)) && status != http.StatusOK {
-			t.Fatalf("status %d for a valid JSON array", status)
-		}
-		if status != http.StatusOK || len(l.batch.entries) == 0 { // the shipper never encodes nothing
-			if len(l.batch.entries) != 0 {
-				t.Fatalf("status %d but %d entries kept", status, len(l.batch.entries))
-			}
-			return
-		}
-
-		s, _ := testShipper(t, lokiTarget{})
-		var back []string
-		for _, st := range decodeBody(t, s.encode(l.batch.entries)).Streams {
-			for _, v := range st.Values {
-				back = append(back, v.Line)
-			}
-		}
-		var want []string
-		for src := range numSources {
-			for _, e := range l.batch.entries {
-				if e.src == src {
-					want = append(want, jsonRoundTrip(lineText(e)))
-				}
-			}
-		}
-		if diff := cmp.Diff(want, back); diff != "" {
-			t.Errorf("lines (-want +got):\n%s", diff)
-		}
-		for _, e := range l.batch.entries {
-			if len(e.line) > l.maxLine {
-				t.Errorf("line of %d bytes over the maximum %d", len(e.line), l.maxLine)
-			}
-		}
+		checkAgainstReference(t, body)
+		checkAgainstReference(t, deliveryOf(body))
 	})
+}
+
+// deliveryOf builds a delivery of one event for each part of s between NUL
+// bytes, of the types in turn; a part that is JSON is the record as it is,
+// any other is a text record.
+func deliveryOf(s string) string {
+	types := []string{"function", "extension", "platform.start", "function", "platform.runtimeDone", "platform.report", "platform.logsDropped"}
+	var events []string
+	for i, part := range strings.Split(s, "\x00") {
+		record, _ := json.Marshal(part)
+		if json.Valid([]byte(part)) {
+			record = []byte(part)
+		}
+		events = append(events, fmt.Sprintf(`{"time":"2024-11-25T10:15:30.%03dZ","type":%q,"record":%s}`, i%1000, types[i%len(types)], record))
+	}
+	return "[" + strings.Join(events, ",") + "]"
+}
+
+// checkAgainstReference compares what the listener makes of body, in a
+// configuration that body picks, with what the reference makes of it.
+func checkAgainstReference(t *testing.T, body string) {
+	t.Helper()
+	types := []string{"function,platform,extension", defaultTypes, "extension,platform.start,platform.error"}[len(body)%3]
+	l := testListener(types)
+	l.inferRequestID, l.offset = len(body)%2 == 0, 123
+	want := reference(body, refConfig{types: l.types, maxLine: l.maxLine, infer: l.inferRequestID, ownPrefix: l.ownPrefix, offset: l.offset, received: l.now()})
+
+	// The entries the listener hands to the batch, before batch.add.
+	dv := delivery{received: l.now()}
+	l.mu.Lock()
+	err := l.readEvents([]byte(body), &dv)
+	l.mu.Unlock()
+	res := refResult{Status: http.StatusOK, Truncated: dv.truncated, DroppedByLambda: dv.dropped}
+	if err != nil {
+		res.Status = http.StatusBadRequest
+	}
+	for _, e := range dv.entries {
+		m := metaOf(e) // as Loki gets it: invalid UTF-8 as U+FFFD
+		m = meta{jsonRoundTrip(m.requestID), jsonRoundTrip(m.traceID), jsonRoundTrip(m.tenantID), m.level, jsonRoundTrip(m.eventType)}
+		res.Entries = append(res.Entries, got{e.src.String(), time.Unix(0, e.ts).UTC().Format(time.RFC3339Nano), lineText(e), m})
+	}
+	if diff := cmp.Diff(want, res, cmp.AllowUnexported(meta{})); diff != "" {
+		t.Fatalf("body %q, LOKI_TYPES=%s, request ids inferred %t: listener differs from the reference (-want +got):\n%s", body, types, l.inferRequestID, diff)
+	}
+	if status := post(testListener(types), body); status != want.Status {
+		t.Fatalf("status %d, want %d", status, want.Status)
+	}
+	// What encoding/json takes for an array, the listener takes.
+	if array := strings.TrimLeft(body, " \t\r\n"); strings.HasPrefix(array, "[") && json.Valid([]byte(body)) && res.Status != http.StatusOK {
+		t.Fatalf("status %d for a valid JSON array", res.Status)
+	}
+	if len(dv.entries) == 0 || dv.overflow > 0 {
+		if dv.overflow > 0 {
+			t.Fatalf("%d entries over the cap", dv.overflow)
+		}
+		return // the shipper never encodes nothing
+	}
+	s, _ := testShipper(t, lokiTarget{})
+	var back []string
+	for _, st := range decodeBody(t, s.encode(dv.entries)).Streams {
+		for _, v := range st.Values {
+			back = append(back, v.Line)
+		}
+	}
+	var lines []string
+	for src := range numSources {
+		for _, e := range dv.entries {
+			if e.src == src {
+				lines = append(lines, lineText(e))
+			}
+		}
+	}
+	if diff := cmp.Diff(lines, back); diff != "" {
+		t.Errorf("lines (-want +got):\n%s", diff)
+	}
+	for _, e := range dv.entries {
+		// An escaped line goes to Loki as it is: it must be valid UTF-8
+		// and hold no lone surrogate escape.
+		if _, err := jsontext.AppendUnquote(nil, `"`+e.line+`"`); e.escaped && (err != nil || !utf8.ValidString(e.line)) {
+			t.Errorf("escaped line %q is not valid JSON string content: %v", e.line, err)
+		}
+		if len(e.line) > l.maxLine {
+			t.Errorf("line of %d bytes over the maximum %d", len(e.line), l.maxLine)
+		}
+	}
 }
 
 // BenchmarkListener measures a 1000-line delivery into the batch: text
@@ -403,12 +463,13 @@ func TestEscapedLines(t *testing.T) {
 }
 
 // TestOddRecordsKeepTheirDelivery: a repeated key, invalid UTF-8, a lone
-// surrogate, nesting deeper than jsontext reads, and numbers of any form
-// cost neither the delivery nor its runtimeDone; each record lands as
-// written (invalid UTF-8 as U+FFFD), in the span of its invocation.
+// surrogate, nesting as deep as the standard library reads (10,000 levels
+// with the array and the event), and numbers of any form cost neither the
+// delivery nor its runtimeDone; each record lands as written (invalid
+// UTF-8 as U+FFFD), in the span of its invocation.
 func TestOddRecordsKeepTheirDelivery(t *testing.T) {
 	t.Parallel()
-	deep := strings.Repeat(`{"a":[`, 6000) + "1" + strings.Repeat("]}", 6000)
+	deep := "[" + strings.Repeat(`{"a":[`, 4998) + "1" + strings.Repeat("]}", 4998) + "]"
 	records := []string{
 		`{"level":"INFO","level":"ERROR","message":"repeated key"}`,
 		"{\"message\":\"raw \xff byte\"}",
@@ -434,8 +495,7 @@ func TestOddRecordsKeepTheirDelivery(t *testing.T) {
 	for _, e := range l.batch.entries {
 		lines = append(lines, lineText(e))
 	}
-	want := []string{records[0], "{\"message\":\"raw \ufffd byte\"}", records[2], records[3],
-		`{"time":"2024-11-25T10:15:30.101Z","type":"function","record":` + deep + `}`, "text 🎉 and \ufffd"}
+	want := []string{records[0], "{\"message\":\"raw \ufffd byte\"}", records[2], records[3], deep, "text 🎉 and \ufffd"}
 	if diff := cmp.Diff(want, lines); diff != "" {
 		t.Errorf("lines (-want +got):\n%.2000s", diff)
 	}
@@ -553,6 +613,83 @@ func TestIsRequestID(t *testing.T) {
 		}
 		if got := isRequestID([]byte(id)); got != want {
 			t.Errorf("isRequestID([]byte(%q)) = %v", id, got)
+		}
+	}
+}
+
+// TestUnreadableElements: an element that cannot be read (invalid JSON,
+// nested deeper than the standard library reads, cut off) ends the reading
+// of its delivery. The events before it are kept; it becomes a text line
+// of the rest of the body, through the same steps as any line: the type
+// and time read before the failure, LOKI_TYPES, the line limit and its
+// counter. Without a type it adds nothing.
+func TestUnreadableElements(t *testing.T) {
+	t.Parallel()
+	ok := `{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"ok"}`
+	okLine := got{"function", "2024-11-25T10:15:30.101Z", "ok", meta{}}
+	tooDeep := `{"time":"2024-11-25T10:15:30.102Z","type":"function","record":` + strings.Repeat("[", 9999) + strings.Repeat("]", 9999) + `}`
+	rest := tooDeep + "," + ok + "]"
+	for _, tc := range []struct {
+		name, types, body string
+		want              []got
+		truncated         int64
+	}{
+		{"too deep: the rest of the body, cut and counted", "function", "[" + ok + ",\n" + tooDeep + "," + ok + "]",
+			[]got{okLine, {"function", "2024-11-25T10:15:30.102Z", truncate(rest, 300), meta{}}}, 1},
+		{"too deep, not shipped by LOKI_TYPES", "platform", "[" + ok + "," + tooDeep + "]", nil, 0},
+		{"too deep, type after the record", "function", "[" + ok + `,{"record":` + strings.Repeat("[", 9999) + `1}` + "]", []got{okLine}, 0},
+		{"invalid escape", "function", "[" + ok + `,{"type":"function","record":"\x"},` + ok + "]",
+			[]got{okLine, {"function", "2025-01-01T00:00:00Z", `{"type":"function","record":"\x"},` + ok + "]", meta{}}}, 0},
+		{"a leading zero", "function,platform", `[{"type":"platform.start","record":01}]`,
+			[]got{{"platform", "2025-01-01T00:00:00Z", `platform.start {"type":"platform.start","record":01}]`, meta{eventType: "platform.start"}}}, 0},
+		{"cut off in an event", "function", "[" + ok + `, {"type":"function",`, []got{okLine, {"function", "2025-01-01T00:00:00Z", `{"type":"function",`, meta{}}}, 0},
+		{"cut off after an event", "function", "[" + ok, []got{okLine}, 0},
+		{"no comma", "function", "[" + ok + " " + ok + "]", []got{okLine}, 0},
+		{"after the array", "function", "[" + ok + "] [" + ok + "] x", []got{okLine}, 0},
+		{"deep array, no event", "function", "[" + strings.Repeat("[", 20000) + "]", nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := testListener(tc.types)
+			if status := post(l, tc.body); status != http.StatusOK {
+				t.Fatalf("status %d", status)
+			}
+			if diff := cmp.Diff(tc.want, stored(l), cmp.AllowUnexported(meta{})); diff != "" {
+				t.Errorf("(-want +got):\n%.3000s", diff)
+			}
+			if got := l.batch.counters().truncated; got != tc.truncated {
+				t.Errorf("truncated %d, want %d", got, tc.truncated)
+			}
+		})
+	}
+}
+
+// TestNamesAndTypesUnescaped: member names and event types are compared as
+// JSON defines them, after unescaping, in events and in records.
+func TestNamesAndTypesUnescaped(t *testing.T) {
+	t.Parallel()
+	body := `[{"t\u0069me":"2024-11-25T10:15:30.100Z","\u0074ype":"platform.st\u0061rt","record":{"request\u0049d":"` + rid + `"}},
+		{"time":"2024-11-25T10:15:30.101Z","type":"\u0066unction","r\u0065cord":{"\u006cevel":"\u0045RROR","m":1}},
+		{"time":"2024-11-25T10:15:30.102Z","type":"\u0066unction","record":"2024-11-25T10:15:30.100Z\u0009` + rid + `\u0009WARN\u0009m\u000a"},
+		{"time":"2024-11-25T10:15:30.103Z","type":"platform.r\u0065port","record":{"requestId":"` + rid + `","m\u0065trics":{"durationMs":1}}}]`
+	for types, want := range map[string][]got{
+		"function,platform.start,platform.report": {
+			{"platform", "2024-11-25T10:15:30.1Z", `platform.start {"request\u0049d":"` + rid + `"}`, meta{requestID: rid, eventType: "platform.start"}},
+			{"function", "2024-11-25T10:15:30.101Z", `{"\u006cevel":"\u0045RROR","m":1}`, meta{requestID: rid, level: "error"}},
+			{"function", "2024-11-25T10:15:30.102Z", "2024-11-25T10:15:30.100Z\t" + rid + "\tWARN\tm", meta{requestID: rid, level: "warn"}},
+			{"platform", "2024-11-25T10:15:30.103Z", "REPORT RequestId: " + rid + "\tDuration: 1.00 ms", meta{requestID: rid, eventType: "platform.report"}},
+		},
+		"platform": {
+			{"platform", "2024-11-25T10:15:30.1Z", `platform.start {"request\u0049d":"` + rid + `"}`, meta{requestID: rid, eventType: "platform.start"}},
+			{"platform", "2024-11-25T10:15:30.103Z", "REPORT RequestId: " + rid + "\tDuration: 1.00 ms", meta{requestID: rid, eventType: "platform.report"}},
+		},
+	} {
+		l := testListener(types)
+		if status := post(l, body); status != http.StatusOK {
+			t.Fatalf("status %d", status)
+		}
+		if diff := cmp.Diff(want, stored(l), cmp.AllowUnexported(meta{})); diff != "" {
+			t.Errorf("LOKI_TYPES=%s (-want +got):\n%s", types, diff)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"encoding/json/jsontext"
 	"fmt"
 	"io"
 	"log"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -365,15 +367,32 @@ func jsonRoundTrip(s string) string {
 	return back
 }
 
-// FuzzLokiEncode: any lines and labels give a valid body that decodes back
-// to the same lines, labels and metadata, in order.
+// FuzzLokiEncode: any lines and labels give a body that is valid JSON
+// (strictly: valid UTF-8, no repeated names) of the push API's schema, and
+// decodes back to the same lines, labels and metadata, in order; also a
+// line kept as Lambda escaped it (escaped), spliced in as it is.
 func FuzzLokiEncode(f *testing.F) {
 	f.Add("plain line", "env", "prod", "8f5c0a61-0d4e-4c1e-9f55-3c0b2c7e9a10")
 	f.Add(`{"level":"INFO","message":"ok"}`, "team", `a"b`, "")
 	f.Add("\xff\x00\n\t\"\\</script>", "source", "\u2028", "\xc3")
+	f.Add("tab\tnewline\n\u00e9\U0001F389", "a", "b", "c")
 	f.Fuzz(func(t *testing.T, line, labelName, labelValue, requestID string) {
 		s, _ := testShipper(t, lokiTarget{labels: map[string]string{"service_name": "f", labelName: labelValue}})
-		req := decodeBody(t, s.encode([]entry{{ts: 1, line: line, meta: metadata{requestID: requestID}}, {ts: 2, line: line + "2", src: sourceExtension}}))
+		// The escaped line as Lambda might write it: minimal escapes, or
+		// \u escapes for <, > and & (as encoding/json writes them).
+		escaped, _ := jsontext.AppendQuote(nil, line)
+		if len(line)%2 == 1 {
+			escaped, _ = json.Marshal(line)
+		}
+		compressed := s.encode([]entry{{ts: 1, line: line, meta: metadata{requestID: requestID}},
+			{ts: 2, line: line + "2", src: sourceExtension},
+			{ts: 3, line: string(escaped[1 : len(escaped)-1]), escaped: true, level: levelOf("warn")}})
+		if body := gunzip(t, compressed); !json.Valid(body) || !jsontext.Value(body).IsValid() {
+			t.Fatalf("invalid JSON: %q", body)
+		} else {
+			checkPushSchema(t, body)
+		}
+		req := decodeBody(t, compressed)
 		wantLabels := map[string]string{"service_name": "f"}
 		wantLabels[jsonRoundTrip(labelName)] = jsonRoundTrip(labelValue)
 		wantLabels["source"] = "function" // the extension's source label always wins
@@ -385,13 +404,71 @@ func FuzzLokiEncode(f *testing.F) {
 		if diff := cmp.Diff(wantLabels, got.Stream); diff != "" {
 			t.Errorf("labels (-want +got):\n%s", diff)
 		}
-		if diff := cmp.Diff([]pushValue{{TS: 1, Line: jsonRoundTrip(line), Meta: wantMeta}}, got.Values); diff != "" {
+		want := []pushValue{{TS: 1, Line: jsonRoundTrip(line), Meta: wantMeta}, {TS: 3, Line: jsonRoundTrip(line), Meta: map[string]string{"level": "warn"}}}
+		if diff := cmp.Diff(want, got.Values); diff != "" {
 			t.Errorf("values (-want +got):\n%s", diff)
 		}
 		if len(req.Streams) != 2 || len(req.Streams[1].Values) != 1 || req.Streams[1].Values[0].Line != jsonRoundTrip(line+"2") {
 			t.Errorf("second stream: %+v", req.Streams[1:])
 		}
 	})
+}
+
+// gunzip returns what a push body holds.
+func gunzip(t testing.TB, body []byte) []byte {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// checkPushSchema checks that body is a push request as Loki's API defines
+// it, with nothing else: {"streams":[{"stream":{labels},"values":[[ns,
+// line] or [ns, line, {metadata}], …]}, …]}, every label and metadata
+// value a string and every time a string of digits.
+func checkPushSchema(t testing.TB, body []byte) {
+	t.Helper()
+	var req map[string]any
+	if err := json.Unmarshal(body, &req); err != nil {
+		t.Fatal(err)
+	}
+	strings := func(v any) bool {
+		m, ok := v.(map[string]any)
+		for _, x := range m {
+			if _, isString := x.(string); !isString {
+				return false
+			}
+		}
+		return ok
+	}
+	streams, ok := req["streams"].([]any)
+	if len(req) != 1 || !ok || len(streams) == 0 {
+		t.Fatalf("not a push request: %q", body)
+	}
+	for _, s := range streams {
+		st, _ := s.(map[string]any)
+		values, ok := st["values"].([]any)
+		if len(st) != 2 || !strings(st["stream"]) || !ok || len(values) == 0 {
+			t.Fatalf("not a stream: %v", s)
+		}
+		for _, v := range values {
+			v, _ := v.([]any)
+			if len(v) < 2 || len(v) > 3 {
+				t.Fatalf("value %v: want 2 or 3 elements", v)
+			}
+			ts, _ := v[0].(string)
+			_, isLine := v[1].(string)
+			if _, err := strconv.ParseUint(ts, 10, 64); err != nil || !isLine || len(v) == 3 && !strings(v[2]) {
+				t.Fatalf("value %v: want [\"<ns>\", \"<line>\"(, {metadata})]", v)
+			}
+		}
+	}
 }
 
 // FuzzRejectedLines: any Loki answer gives a count between 1 and the lines

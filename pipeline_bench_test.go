@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -42,4 +43,55 @@ func BenchmarkPipeline(b *testing.B) {
 		s.flush(b.Context(), s.batch.mark(), false)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1000), "ns/line")
+}
+
+// BenchmarkDelivery reads deliveries of 8 MB into the batch: flat text
+// events, events whose records nest as deep as the standard library reads
+// (9,997 levels), and events nested deeper, which cannot be read. Reading
+// is linear: compare ns/byte.
+func BenchmarkDelivery(b *testing.B) {
+	event := func(record string) string {
+		return `{"time":"2024-11-25T10:15:30.101Z","type":"function","record":` + record + `}`
+	}
+	for _, tc := range []struct{ name, event string }{
+		{"flat", event(`"2024-11-25T10:15:30.100Z\t` + rid + `\tINFO\tGET /orders/1000 200 in 12 ms\n"`)},
+		{"deep", event(strings.Repeat("[", 9997) + strings.Repeat("]", 9997))},
+		{"too-deep", event(strings.Repeat("[", 9999) + strings.Repeat("]", 9999))},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			n := (maxBodyBytes - 2) / (len(tc.event) + 1)
+			body := "[" + strings.Repeat(tc.event+",", n-1) + tc.event + "]"
+			l := newListener(newBatch(1<<30, 1<<30), typeFilter{"function": true}, defaultMaxLineBytes, "x: ", true)
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				l.store(bytes.NewBufferString(body))
+				l.batch.take(1 << 30)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(body)), "ns/byte")
+		})
+	}
+}
+
+// BenchmarkEncodeEscaped: the shipper's work for 1000 text lines, kept as
+// Lambda escaped them (spliced in) or unescaped (quoted again).
+func BenchmarkEncodeEscaped(b *testing.B) {
+	for _, escaped := range []bool{true, false} {
+		b.Run(fmt.Sprint("escaped=", escaped), func(b *testing.B) {
+			s, _ := testShipper(b, lokiTarget{})
+			es := benchEntries()
+			for i := range es {
+				es[i].line += "\t" + `with "quotes" and a tab`
+				if escaped {
+					q, _ := json.Marshal(es[i].line)
+					es[i].line, es[i].escaped = string(q[1:len(q)-1]), true
+				}
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				s.encode(es)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(es)), "ns/line")
+		})
+	}
 }
