@@ -65,6 +65,8 @@ type counters struct {
 	droppedTooOld   int64 // lines Loki rejected as too old (also in droppedLoki)
 	droppedAtExit   int64 // lines still unsent when SHUTDOWN's time ran out
 	droppedByLambda int64 // records Lambda reported dropping (platform.logsDropped)
+	droppedFiltered int64 // lines below LOKI_MIN_LEVEL
+	droppedOverRate int64 // lines over LOKI_MAX_BYTES_PER_SECOND
 }
 
 // batch is the bounded buffer between the listener and the shipper. Its

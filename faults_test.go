@@ -216,8 +216,8 @@ func summary(t *testing.T, out string) counters {
 		if !strings.Contains(line, "shutdown (") || !ok {
 			continue
 		}
-		if _, err := fmt.Sscanf(rest, "%d lines sent; dropped: %d buffer full, %d rejected by Loki, %d at shutdown, %d by Lambda; %d retries",
-			&c.sent, &c.droppedFull, &c.droppedLoki, &c.droppedAtExit, &c.droppedByLambda, &c.retries); err != nil {
+		if _, err := fmt.Sscanf(rest, "%d lines sent; dropped: %d buffer full, %d rejected by Loki, %d at shutdown, %d by Lambda, %d below LOKI_MIN_LEVEL, %d over LOKI_MAX_BYTES_PER_SECOND; %d retries",
+			&c.sent, &c.droppedFull, &c.droppedLoki, &c.droppedAtExit, &c.droppedByLambda, &c.droppedFiltered, &c.droppedOverRate, &c.retries); err != nil {
 			t.Fatalf("summary line %q: %v", line, err)
 		}
 		return c

@@ -459,3 +459,50 @@ func TestAdaptiveFlush(t *testing.T) {
 		t.Errorf("lines after SHUTDOWN (-want +got):\n%s", diff)
 	}
 }
+
+// TestCostControlCountsEveryLine: with LOKI_MIN_LEVEL and
+// LOKI_MAX_BYTES_PER_SECOND, every line written is sent or counted under
+// one reason, in the shutdown line and in the final stats line, and the
+// cap is told once.
+func TestCostControlCountsEveryLine(t *testing.T) {
+	f := newFakeLambda(t)
+	loki := newFakeLoki(t)
+	x := startExtension(t, f, map[string]string{"LOKI_URL": loki.srv.URL, "LOKI_MIN_LEVEL": "INFO", "LOKI_MAX_BYTES_PER_SECOND": "2000"})
+	f.awaitNext()
+	const perInvocation = 90
+	for i := range 3 {
+		id := requestID(i)
+		f.invoke(id)
+		var events []any
+		for j := range perInvocation {
+			line := fmt.Sprintf("no level: line %d of a busy invocation", j)
+			if level := []string{"DEBUG", "INFO", ""}[j%3]; level != "" {
+				line = fmt.Sprintf("2025-01-01T00:00:00.000Z\t%s\t%s\tline %d of a busy invocation", id, level, j)
+			}
+			events = append(events, tev("function", line+"\n"))
+		}
+		f.deliver(append(events, tev("platform.runtimeDone", map[string]any{"requestId": id, "status": "success"}))...)
+		f.awaitNext()
+	}
+	f.shutdown()
+	if err := x.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	c := summary(t, x.out.String())
+	if c.droppedFiltered != 3*perInvocation/3 || c.droppedOverRate == 0 || c.sent == 0 {
+		t.Errorf("counters %+v: want %d filtered (the DEBUG lines), and some over the rate", c, perInvocation)
+	}
+	if total := c.sent + c.droppedFull + c.droppedLoki + c.droppedAtExit + c.droppedFiltered + c.droppedOverRate; total != 3*perInvocation {
+		t.Errorf("counters %+v add up to %d lines, want %d", c, total, 3*perInvocation)
+	}
+	if got := len(loki.lines("function")); int64(got) != c.sent {
+		t.Errorf("Loki has %d lines, the extension says it sent %d", got, c.sent)
+	}
+	stats := loki.lines("extension")
+	if want := fmt.Sprintf("dropped_filtered=%d dropped_rate_limited=%d", c.droppedFiltered, c.droppedOverRate); len(stats) == 0 || !strings.HasSuffix(stats[len(stats)-1], want) {
+		t.Errorf("final stats line %q, want it to end with %q", stats, want)
+	}
+	if n := strings.Count(x.out.String(), "dropping lines over"); n != 1 {
+		t.Errorf("%d messages about the cap, want 1:\n%s", n, x.out.String())
+	}
+}

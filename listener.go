@@ -70,6 +70,7 @@ type delivery struct {
 	cost, overflow     int // of entries; entries left out: more than the buffer takes
 	done               []string
 	truncated, dropped int64 // lines cut; records Lambda says it dropped
+	filtered, overRate int64 // lines below the minimum level; over the rate
 }
 
 // listener receives Telemetry API deliveries, turns them into entries and
@@ -91,9 +92,11 @@ type delivery struct {
 //     apply LOKI_TYPES (logEntry also the own-output filter and a record's
 //     own time) and make the entry, whose level is final from then on;
 //     platform events update the invocation spans, the runtimeDone list
-//     and Lambda's drop count, shipped or not. Then the line limit
-//     (counted as truncated), the environment's time offset, and add,
-//     which counts what does not fit the buffer (dropped_buffer_full).
+//     and Lambda's drop count, shipped or not. Then LOKI_MIN_LEVEL
+//     (dropped_filtered), the line limit (counted as truncated),
+//     LOKI_MAX_BYTES_PER_SECOND (dropped_rate_limited), the environment's
+//     time offset, and add, which counts what does not fit the buffer
+//     (dropped_buffer_full).
 //   - logEntry: a text record whose only escapes are tabs (tabsOnly, most
 //     lines) is read as it is; any other is unquoted by jsontext, which
 //     checks it too. Valid text within the line limit goes to Loki as
@@ -115,6 +118,9 @@ type listener struct {
 	// same line written in the same millisecond by two environments of a
 	// function is two entries to Loki, not one.
 	offset     int64
+	minLevel   severity // lines of a known, lower level are dropped
+	rate       float64  // bytes of line text a second; 0: no cap
+	log        *onceLogger
 	now        func() time.Time
 	doneSignal chan struct{} // capacity 1; a value after each runtimeDone
 	bodies     sync.Pool     // of *bytes.Buffer, for request bodies
@@ -129,6 +135,7 @@ type listener struct {
 	done               [recentSpans]string // request ids of recent runtimeDone events
 	nextSpan, nextDone int
 	lastDelivery       time.Time
+	tokens             float64 // the rate's bucket: bytes that may go now
 	scratch            []entry // reused for each delivery's entries
 }
 
@@ -193,6 +200,8 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (l *listener) store(body *bytes.Buffer) error {
 	l.mu.Lock()
 	dv := delivery{received: l.now(), entries: l.scratch[:0]}
+	// A bucket of one second's bytes, filled at the rate since the last delivery.
+	l.tokens = min(l.tokens+l.rate*dv.received.Sub(l.lastDelivery).Seconds(), l.rate)
 	l.lastDelivery = dv.received
 	err := l.readEvents(body.Bytes(), &dv)
 	if err == nil {
@@ -210,7 +219,11 @@ func (l *listener) store(body *bytes.Buffer) error {
 	}
 	l.batch.count(func(c *counters) {
 		c.truncated, c.droppedByLambda, c.droppedFull = c.truncated+dv.truncated, c.droppedByLambda+dv.dropped, c.droppedFull+int64(dv.overflow)
+		c.droppedFiltered, c.droppedOverRate = c.droppedFiltered+dv.filtered, c.droppedOverRate+dv.overRate
 	})
+	if dv.overRate > 0 {
+		l.log.once("rate", "LOKI_MAX_BYTES_PER_SECOND: dropping lines over %.0f bytes a second (counted as dropped_rate_limited)", l.rate)
+	}
 	if len(dv.done) > 0 {
 		notify(l.doneSignal)
 	}
@@ -354,14 +367,25 @@ func (l *listener) event(dv *delivery, rawTime, rawType, record jsontext.Value, 
 		}
 		e, ok = l.platformEntry(typ, record, &rec, at)
 	}
-	// Here a line's level is final: the text prefix's, a JSON record's, or
-	// error for a failed platform event.
 	if !ok {
+		return
+	}
+	// Here a line's level is final: the text prefix's, a JSON record's, or
+	// error for a failed platform event (those follow LOKI_TYPES only).
+	if e.src != sourcePlatform && e.level != 0 && e.level < l.minLevel {
+		dv.filtered++
 		return
 	}
 	if len(e.line) > l.maxLine {
 		e.line, e.escaped = truncate(e.line, l.maxLine), false
 		dv.truncated++
+	}
+	if l.rate > 0 && e.src != sourcePlatform {
+		if l.tokens < float64(len(e.line)) {
+			dv.overRate++
+			return
+		}
+		l.tokens -= float64(len(e.line))
 	}
 	if e.ts%int64(time.Millisecond) == 0 {
 		e.ts += l.offset

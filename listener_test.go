@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"encoding/json/jsontext"
 	"fmt"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -382,6 +384,91 @@ func checkAgainstReference(t *testing.T, body string) {
 	}
 }
 
+// TestMinLevel: with LOKI_MIN_LEVEL, function and extension lines of a
+// known, lower level are dropped and counted, wherever the level is found
+// (a JSON record's field, the Node.js or Python text prefix); lines with
+// no level and platform events stay.
+func TestMinLevel(t *testing.T) {
+	t.Parallel()
+	l := testListener("function,extension,platform")
+	l.minLevel = levelOf("warn")
+	post(l, `[{"time":"2025-01-01T00:00:00.001Z","type":"function","record":"2025-01-01T00:00:00.001Z\t`+rid+`\tDEBUG\tnode debug\n"},
+		{"time":"2025-01-01T00:00:00.002Z","type":"function","record":"2025-01-01T00:00:00.002Z\t`+rid+`\tWARN\tnode warn\n"},
+		{"time":"2025-01-01T00:00:00.003Z","type":"function","record":"[INFO]\t2025-01-01T00:00:00.003Z\t`+rid+`\tpython info\n"},
+		{"time":"2025-01-01T00:00:00.004Z","type":"function","record":"[ERROR]\t2025-01-01T00:00:00.004Z\t`+rid+`\tpython error\n"},
+		{"time":"2025-01-01T00:00:00.005Z","type":"function","record":{"level":"Info","message":"json info"}},
+		{"time":"2025-01-01T00:00:00.006Z","type":"function","record":{"level":"FATAL","message":"json fatal"}},
+		{"time":"2025-01-01T00:00:00.007Z","type":"function","record":"{\"level\":\"trace\",\"message\":\"json as text\"}"},
+		{"time":"2025-01-01T00:00:00.008Z","type":"extension","record":"2025-01-01T00:00:00.008Z\t`+rid+`\tDEBUG\textension debug"},
+		{"time":"2025-01-01T00:00:00.009Z","type":"function","record":"no level at all"},
+		{"time":"2025-01-01T00:00:00.010Z","type":"platform.initStart","record":{"initializationType":"on-demand"}}]`)
+	var lines []string
+	for _, e := range l.batch.entries {
+		lines = append(lines, lineText(e))
+	}
+	want := []string{"2025-01-01T00:00:00.002Z\t" + rid + "\tWARN\tnode warn", "[ERROR]\t2025-01-01T00:00:00.004Z\t" + rid + "\tpython error",
+		`{"level":"FATAL","message":"json fatal"}`, "no level at all", `platform.initStart {"initializationType":"on-demand"}`}
+	if diff := cmp.Diff(want, lines); diff != "" {
+		t.Errorf("lines (-want +got):\n%s", diff)
+	}
+	if c := l.batch.counters(); c.droppedFiltered != 5 {
+		t.Errorf("%d lines counted as filtered, want 5", c.droppedFiltered)
+	}
+}
+
+// TestMaxBytesPerSecond: with LOKI_MAX_BYTES_PER_SECOND, a bucket of one
+// second's bytes, filled at that rate, lets lines through while it holds
+// their bytes; the rest are dropped, counted and told once. Platform
+// events are not counted against it.
+func TestMaxBytesPerSecond(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	l := testListener("function,platform")
+	l.rate, l.log = 100, &onceLogger{log: log.New(&out, "", 0)}
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	l.now = func() time.Time { return now }
+	line := func(text string) string {
+		return `{"time":"2025-01-01T00:00:00.001Z","type":"function","record":"` + text + `"}`
+	}
+	thirty := strings.Repeat("x", 30)
+	deliver := func(n int) {
+		var events []string
+		for range n {
+			events = append(events, line(thirty))
+		}
+		events = append(events, `{"time":"2025-01-01T00:00:00.001Z","type":"platform.initStart","record":{}}`)
+		post(l, "["+strings.Join(events, ",")+"]")
+	}
+	count := func() (kept int) {
+		for _, e := range l.batch.entries {
+			if e.src == sourceFunction {
+				kept++
+			}
+		}
+		return kept
+	}
+	deliver(5) // a full bucket of 100 bytes: three lines of 30
+	if kept, c := count(), l.batch.counters(); kept != 3 || c.droppedOverRate != 2 {
+		t.Errorf("first second: %d lines kept, %d dropped; want 3 and 2", kept, c.droppedOverRate)
+	}
+	now = now.Add(500 * time.Millisecond) // 10 + 50 bytes: two more
+	deliver(5)
+	if kept, c := count(), l.batch.counters(); kept != 5 || c.droppedOverRate != 5 {
+		t.Errorf("half a second later: %d lines kept, %d dropped; want 5 and 5", kept, c.droppedOverRate)
+	}
+	now = now.Add(time.Hour) // the bucket holds one second's bytes, no more
+	deliver(5)
+	if kept, c := count(), l.batch.counters(); kept != 8 || c.droppedOverRate != 7 {
+		t.Errorf("an hour later: %d lines kept, %d dropped; want 8 and 7", kept, c.droppedOverRate)
+	}
+	if n := len(l.batch.entries) - count(); n != 3 {
+		t.Errorf("%d platform events kept, want 3", n)
+	}
+	if got := strings.Count(out.String(), "LOKI_MAX_BYTES_PER_SECOND"); got != 1 {
+		t.Errorf("%d messages about the cap, want 1:\n%s", got, out.String())
+	}
+}
+
 // BenchmarkListener measures a 1000-line delivery into the batch: text
 // lines as Node.js writes them, JSON records, and half of each.
 func BenchmarkListener(b *testing.B) {
@@ -408,6 +495,42 @@ func BenchmarkListener(b *testing.B) {
 			for b.Loop() {
 				if post(l, string(body)) != http.StatusOK {
 					b.Fatal("not accepted")
+				}
+				l.batch.take(1 << 30)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1000), "ns/line")
+		})
+	}
+}
+
+// BenchmarkCostControl measures the cost per line of LOKI_MIN_LEVEL and
+// LOKI_MAX_BYTES_PER_SECOND, each on and off, on a 1000-line delivery of
+// Node.js text lines and JSON records, INFO and DEBUG alternating, with a
+// minimum level that drops none (info) and a rate that caps none, so that
+// every line pays for the checks and still goes to the batch.
+func BenchmarkCostControl(b *testing.B) {
+	events := []map[string]any{{"time": "2024-11-25T10:15:30.000Z", "type": "platform.start", "record": map[string]any{"requestId": rid}}}
+	for i := range 1000 {
+		level := []string{"INFO", "DEBUG"}[i%2]
+		var r any = fmt.Sprintf("2024-11-25T10:15:30.100Z\t%s\t%s\tloaded %d items from the cache in 12 ms\n", rid, level, i)
+		if i%4 >= 2 {
+			r = map[string]any{"timestamp": "2024-11-25T10:15:30.100Z", "level": level, "requestId": rid, "message": fmt.Sprintf("loaded %d items", i)}
+		}
+		events = append(events, map[string]any{"time": "2024-11-25T10:15:30.101Z", "type": "function", "record": r})
+	}
+	body, _ := json.Marshal(events)
+	for _, knobs := range []struct {
+		name     string
+		minLevel severity
+		rate     float64
+	}{{"off", 0, 0}, {"min-level", levelOf("debug"), 0}, {"rate", 0, 1 << 40}, {"both", levelOf("debug"), 1 << 40}} {
+		b.Run(knobs.name, func(b *testing.B) {
+			l := testListener(defaultTypes)
+			l.minLevel, l.rate = knobs.minLevel, knobs.rate
+			b.ReportAllocs()
+			for b.Loop() {
+				if post(l, string(body)) != http.StatusOK || len(l.batch.entries) != 1000 {
+					b.Fatal("not all accepted")
 				}
 				l.batch.take(1 << 30)
 			}

@@ -577,8 +577,8 @@ func (s *shipper) stats(final bool) *request {
 	s.reported = c
 	s.statsSeq++
 	line := fmt.Sprintf("loki-extension stats seq=%d final=%t sent=%d retries=%d truncated=%d "+
-		"dropped_buffer_full=%d dropped_rejected=%d dropped_too_old=%d dropped_shutdown=%d dropped_by_lambda=%d",
-		s.statsSeq, final, c.sent, c.retries, c.truncated, c.droppedFull, c.droppedLoki, c.droppedTooOld, c.droppedAtExit, c.droppedByLambda)
+		"dropped_buffer_full=%d dropped_rejected=%d dropped_too_old=%d dropped_shutdown=%d dropped_by_lambda=%d dropped_filtered=%d dropped_rate_limited=%d",
+		s.statsSeq, final, c.sent, c.retries, c.truncated, c.droppedFull, c.droppedLoki, c.droppedTooOld, c.droppedAtExit, c.droppedByLambda, c.droppedFiltered, c.droppedOverRate)
 	return &request{body: s.encode([]entry{{ts: s.now().UnixNano(), line: line, src: sourceExtension, meta: metadata{eventType: "stats"}}})}
 }
 

@@ -24,6 +24,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -102,6 +103,8 @@ type config struct {
 	flushTimeout                    time.Duration // cap on the time a flush adds to an invocation
 	runtimeDoneWait                 time.Duration // cap on the wait for platform.runtimeDone; 0: the deadline
 	managedInstances                bool          // Lambda Managed Instances: SHUTDOWN only, concurrent invocations
+	minLevel                        severity      // LOKI_MIN_LEVEL; 0: none
+	maxBytesPerSecond               int           // LOKI_MAX_BYTES_PER_SECOND; 0: no cap
 	adaptive                        bool          // LOKI_FLUSH_MODE=adaptive
 }
 
@@ -172,6 +175,13 @@ func loadConfig(getenv func(string) string) (cfg config, err error) {
 		return cfg, fmt.Errorf("LOKI_FLUSH_MODE: %q is not a flush mode; use invocation (the default) or adaptive", mode)
 	}
 
+	level := strings.ToLower(strings.TrimSpace(getenv("LOKI_MIN_LEVEL")))
+	if i := slices.Index([]string{"", "trace", "debug", "info", "warn", "error", "fatal"}, level); i >= 0 {
+		cfg.minLevel = severity(i)
+	} else {
+		return cfg, fmt.Errorf("LOKI_MIN_LEVEL: %q is not a level; use trace, debug, info, warn, error or fatal (any case)", level)
+	}
+
 	env := envReader{getenv: getenv}
 
 	cfg.port = env.int("LOKI_LISTENER_PORT", defaultListenerPort, 0, 65535)
@@ -184,6 +194,7 @@ func loadConfig(getenv func(string) string) (cfg config, err error) {
 	cfg.flushInterval = env.duration("LOKI_FLUSH_INTERVAL", defaultFlushInterval, 100*time.Millisecond, time.Hour)
 	cfg.flushTimeout = env.duration("LOKI_FLUSH_TIMEOUT", defaultFlushTimeout, 10*time.Millisecond, 15*time.Minute)
 	cfg.runtimeDoneWait = env.duration("LOKI_RUNTIME_DONE_WAIT", 0, 0, 15*time.Minute)
+	cfg.maxBytesPerSecond = env.int("LOKI_MAX_BYTES_PER_SECOND", 0, 0, 1<<40)
 	switch {
 	case env.err != nil:
 	case cfg.port == 9001:
@@ -347,6 +358,7 @@ func start(ctx context.Context, cfg config, api *extensionClient, functionName s
 	olog := &onceLogger{log: logger}
 	x := &extension{cfg: cfg, api: api, batch: b, log: olog, shipper: newShipper(cfg.target, b, olog, version, cfg.flushInterval),
 		listener: newListener(b, cfg.types, cfg.maxLineBytes, logger.Prefix(), !cfg.managedInstances)}
+	x.listener.minLevel, x.listener.rate, x.listener.log = cfg.minLevel, float64(cfg.maxBytesPerSecond), olog
 	ln, err := net.Listen("tcp", ":"+strconv.Itoa(cfg.port))
 	if err != nil {
 		return nil, fmt.Errorf("LOKI_LISTENER_PORT: listen for telemetry: %w", err)
@@ -453,8 +465,8 @@ func (x *extension) shutdown(ctx context.Context, ev lifecycleEvent) {
 	x.batch.count(func(c *counters) { c.droppedAtExit += int64(n) })
 	x.shipper.pushStats(ectx)
 	c := x.batch.counters()
-	x.log.log.Printf("shutdown (%s): %d lines sent; dropped: %d buffer full, %d rejected by Loki, %d at shutdown, %d by Lambda; %d retries",
-		strings.ToLower(ev.ShutdownReason), c.sent, c.droppedFull, c.droppedLoki, c.droppedAtExit, c.droppedByLambda, c.retries)
+	x.log.log.Printf("shutdown (%s): %d lines sent; dropped: %d buffer full, %d rejected by Loki, %d at shutdown, %d by Lambda, %d below LOKI_MIN_LEVEL, %d over LOKI_MAX_BYTES_PER_SECOND; %d retries",
+		strings.ToLower(ev.ShutdownReason), c.sent, c.droppedFull, c.droppedLoki, c.droppedAtExit, c.droppedByLambda, c.droppedFiltered, c.droppedOverRate, c.retries)
 }
 
 // awaitQuiet waits until no telemetry has arrived for shutdownQuiet since

@@ -52,6 +52,8 @@ func TestLoadConfigSettings(t *testing.T) {
 		"LOKI_RUNTIME_DONE_WAIT":         "2s",
 		"AWS_LAMBDA_INITIALIZATION_TYPE": "lambda-managed-instances",
 		"LOKI_FLUSH_MODE":                "adaptive",
+		"LOKI_MIN_LEVEL":                 " Warn ",
+		"LOKI_MAX_BYTES_PER_SECOND":      "1048576",
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -59,16 +61,18 @@ func TestLoadConfigSettings(t *testing.T) {
 	want := config{
 		target: lokiTarget{pushURL: "https://logs.example.net/loki/api/v1/push", authorization: "Basic MTIzNDU2OmdsY190b2tlbg==",
 			tenant: "team-a", labels: map[string]string{"env": "prod"}},
-		types:            typeFilter{"function": true, "extension": true},
-		port:             5000,
-		buffering:        buffering{MaxItems: 10000, MaxBytes: 1048576, TimeoutMs: 100},
-		bufferBytes:      2 << 20,
-		maxLineBytes:     4096,
-		flushInterval:    5 * time.Second,
-		flushTimeout:     time.Second,
-		runtimeDoneWait:  2 * time.Second,
-		managedInstances: true,
-		adaptive:         true,
+		types:             typeFilter{"function": true, "extension": true},
+		port:              5000,
+		buffering:         buffering{MaxItems: 10000, MaxBytes: 1048576, TimeoutMs: 100},
+		bufferBytes:       2 << 20,
+		maxLineBytes:      4096,
+		flushInterval:     5 * time.Second,
+		flushTimeout:      time.Second,
+		runtimeDoneWait:   2 * time.Second,
+		managedInstances:  true,
+		adaptive:          true,
+		minLevel:          levelOf("warn"),
+		maxBytesPerSecond: 1 << 20,
 	}
 	if diff := cmp.Diff(want, cfg, cmp.AllowUnexported(config{}, lokiTarget{})); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
@@ -103,6 +107,10 @@ func TestLoadConfigErrors(t *testing.T) {
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_TYPES": "function,logs"}, `LOKI_TYPES: unknown type "logs"`},
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_LISTENER_PORT": "http"}, `LOKI_LISTENER_PORT: "http" is not a whole number from 0 to 65535`},
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_LISTENER_PORT": "9001"}, "9001 is reserved"},
+		{map[string]string{"LOKI_URL": "http://l", "LOKI_MIN_LEVEL": "warning"}, `LOKI_MIN_LEVEL: "warning" is not a level; use trace, debug, info, warn, error or fatal`},
+		{map[string]string{"LOKI_URL": "http://l", "LOKI_MIN_LEVEL": "critical"}, "LOKI_MIN_LEVEL"},
+		{map[string]string{"LOKI_URL": "http://l", "LOKI_MAX_BYTES_PER_SECOND": "10MB"}, `LOKI_MAX_BYTES_PER_SECOND: "10MB" is not a whole number from 0 to`},
+		{map[string]string{"LOKI_URL": "http://l", "LOKI_MAX_BYTES_PER_SECOND": "-1"}, "LOKI_MAX_BYTES_PER_SECOND"},
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_TELEMETRY_MAX_ITEMS": "10"}, "LOKI_TELEMETRY_MAX_ITEMS"},
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_TELEMETRY_MAX_BYTES": "1"}, "LOKI_TELEMETRY_MAX_BYTES"},
 		{map[string]string{"LOKI_URL": "http://l", "LOKI_TELEMETRY_TIMEOUT_MS": "1"}, "LOKI_TELEMETRY_TIMEOUT_MS"},
