@@ -322,14 +322,16 @@ func checkAgainstReference(t *testing.T, body string) {
 	types := []string{"function,platform,extension", defaultTypes, "extension,platform.start,platform.error"}[len(body)%3]
 	l := testListener(types)
 	l.inferRequestID, l.offset = len(body)%2 == 0, 123
-	want := reference(body, refConfig{types: l.types, maxLine: l.maxLine, infer: l.inferRequestID, ownPrefix: l.ownPrefix, offset: l.offset, received: l.now()})
+	l.minLevel = severity(len(body) % 7) // none, or trace to fatal
+	want := reference(body, refConfig{types: l.types, maxLine: l.maxLine, infer: l.inferRequestID, ownPrefix: l.ownPrefix, offset: l.offset,
+		received: l.now(), minLevel: l.minLevel.String()})
 
 	// The entries the listener hands to the batch, before batch.add.
 	dv := delivery{received: l.now()}
 	l.mu.Lock()
 	err := l.readEvents([]byte(body), &dv)
 	l.mu.Unlock()
-	res := refResult{Status: http.StatusOK, Truncated: dv.truncated, DroppedByLambda: dv.dropped}
+	res := refResult{Status: http.StatusOK, Truncated: dv.truncated, DroppedByLambda: dv.dropped, Filtered: dv.filtered}
 	if err != nil {
 		res.Status = http.StatusBadRequest
 	}
@@ -339,7 +341,7 @@ func checkAgainstReference(t *testing.T, body string) {
 		res.Entries = append(res.Entries, got{e.src.String(), time.Unix(0, e.ts).UTC().Format(time.RFC3339Nano), lineText(e), m})
 	}
 	if diff := cmp.Diff(want, res, cmp.AllowUnexported(meta{})); diff != "" {
-		t.Fatalf("body %q, LOKI_TYPES=%s, request ids inferred %t: listener differs from the reference (-want +got):\n%s", body, types, l.inferRequestID, diff)
+		t.Fatalf("body %q, LOKI_TYPES=%s, LOKI_MIN_LEVEL=%s, request ids inferred %t: listener differs from the reference (-want +got):\n%s", body, types, l.minLevel, l.inferRequestID, diff)
 	}
 	if status := post(testListener(types), body); status != want.Status {
 		t.Fatalf("status %d, want %d", status, want.Status)

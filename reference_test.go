@@ -23,6 +23,7 @@ type refConfig struct {
 	ownPrefix string // our own output's prefix
 	offset    int64  // this environment's offset, added to millisecond times
 	received  time.Time
+	minLevel  string // LOKI_MIN_LEVEL, "" for none
 }
 
 // refResult is what the listener makes of a delivery: its entries, as the
@@ -32,6 +33,7 @@ type refResult struct {
 	Entries         []got
 	Truncated       int64 // lines cut to the line limit
 	DroppedByLambda int64 // records platform.logsDropped reported
+	Filtered        int64 // lines below LOKI_MIN_LEVEL
 }
 
 // refSpan is an invocation, from platform.start to platform.runtimeDone.
@@ -203,6 +205,12 @@ func (st *refState) event(ms []refMember, rest []byte, unreadable bool) {
 			ts, m = refRecord(record, at)
 		default:
 			line = string(record)
+		}
+		// LOKI_MIN_LEVEL: a known level below it drops the line.
+		if order := "trace debug info warn error fatal critical"; m.level != "" && st.c.minLevel != "" &&
+			strings.Index(order, m.level) < strings.Index(order, st.c.minLevel) {
+			st.out.Filtered++
+			return
 		}
 		// A line without a request id of its own takes its invocation's.
 		if sp := st.span(m.requestID, at); sp != nil && (m.requestID != "" || st.c.infer) {
