@@ -97,8 +97,9 @@ type delivery struct {
 //     LOKI_MAX_BYTES_PER_SECOND (dropped_rate_limited), the environment's
 //     time offset, and add, which counts what does not fit the buffer
 //     (dropped_buffer_full).
-//   - logEntry: a text record whose only escapes are tabs (tabsOnly, most
-//     lines) is read as it is; any other is unquoted by jsontext, which
+//   - logEntry: a text record whose only escapes are tabs, and quotes in
+//     its message (readsEscaped: most lines), is read as it is; any other
+//     is unquoted by jsontext, which
 //     checks it too. Valid text within the line limit goes to Loki as
 //     Lambda escaped it (escaped), any other unescaped (invalid UTF-8 as
 //     U+FFFD). A JSON object, as a record or in a text, is kept as
@@ -448,7 +449,7 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 		// The text, less one final newline, and where raw holds it.
 		inner, _ := bytes.CutSuffix(raw[1:len(raw)-1], []byte(`\n`))
 		text, tab, err := inner, []byte(`\t`), error(nil)
-		if !tabsOnly(inner) || len(inner) > l.maxLine {
+		if !readsEscaped(inner) || len(inner) > l.maxLine {
 			// Unquoted by jsontext, into l.text; an error means invalid
 			// UTF-8 or a lone surrogate escape, each U+FFFD now.
 			text, err = jsontext.AppendUnquote(l.text[:0], raw)
@@ -498,20 +499,26 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 	return e, true
 }
 
-// tabsOnly reports whether s, a JSON string's content, is valid UTF-8 and
-// escapes nothing but tabs: then it reads the same escaped, a tab written
-// `\t` (a JSON object in it has a quote, escaped). Most lines are so (the
-// managed runtimes' prefix), and skip unquoting: about 140 ns a line
-// (BenchmarkListener/text: 610-640 µs against 740-950 µs when every line
-// was unquoted). Its utf8.Valid (13 ns a line) is what a strict first read
-// of the delivery would save, at the cost of a second read of any delivery
-// that is not strictly valid: not kept.
-func tabsOnly(s []byte) bool {
+// readsEscaped reports whether s, a JSON string's content, is valid UTF-8
+// and escapes nothing but tabs, and quotes past the third tab in a line
+// that does not begin a JSON object: then it reads the same escaped where
+// the listener looks (the runtimes' prefix, a tab written `\t`; our own
+// prefix; a JSON object). Most lines are so, and skip unquoting: about 140
+// ns a line (BenchmarkListener/text: 610-640 µs against 740-950 µs when
+// every line was unquoted); with quotes, a message's JSON payload (15 % of
+// go run ./bench's lines) does too. Its utf8.Valid (13 ns a line) is what
+// a strict first read of the delivery would save, at the cost of a second
+// read of any delivery that is not strictly valid: not kept.
+func readsEscaped(s []byte) bool {
 	if !utf8.Valid(s) {
 		return false
 	}
+	tabs, object := 0, len(s) > 0 && s[0] == '{'
 	for i := bytes.IndexByte(s, '\\'); i >= 0; i = bytes.IndexByte(s, '\\') {
-		if i+1 == len(s) || s[i+1] != 't' {
+		switch {
+		case i+1 < len(s) && s[i+1] == 't':
+			tabs++
+		case i+1 == len(s) || s[i+1] != '"' || tabs < 3 || object:
 			return false // another escape (or a \n that was not the newline's)
 		}
 		s = s[i+2:]
@@ -749,8 +756,8 @@ func parseTime(raw jsontext.Value) (time.Time, bool) {
 // parseTextPrefix finds the request id and level in the tab-separated prefix
 // of the managed runtimes: Node.js and others write
 // "<time>\t<request id>\t<LEVEL>\t<message>", Python "[<LEVEL>]\t<time>\t<request id>\t<message>".
-// tab is how line writes a tab: "\t", or `\t` in a line that escapes only
-// tabs (tabsOnly).
+// tab is how line writes a tab: "\t", or `\t` in a line read escaped
+// (readsEscaped).
 func parseTextPrefix(line, tab []byte) (requestID []byte, level severity) {
 	f1, rest, _ := bytes.Cut(line, tab)
 	f2, rest, _ := bytes.Cut(rest, tab)

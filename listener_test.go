@@ -290,6 +290,9 @@ func FuzzListenerDecode(f *testing.F) {
 		"[{\"type\":\"function\",\"record\":\"a \xff and \\ud800\"}]", "[{\"type\":\"function\",\"record\":\"a \xff and \\ud800\"}] ",
 		"[{\"type\":\"function\",\"record\":\"tab\\t\xff\"},{\"type\":\"function\",\"record\":\"{\\t}\"}]", "[{\"type\":\"function\",\"record\":\"tab\\t\xff\"},{\"type\":\"function\",\"record\":\"{\\t}\"}] ",
 		"[ERROR]\t2024-11-25T10:15:30.100Z\t" + rid + "\tboom\x00{\"requestId\":\"" + rid + "\",\"status\":\"error\"}\x00x\x00{\"droppedRecords\":3}\x00loki-extension: ours",
+		`[{"type":"function","record":"2024-11-25T10:15:30.100Z\t` + rid + `\tDEBUG\tpayload {\"a\":1,\"b\":\"\\\"\"}\n"},` +
+			`{"type":"function","record":"2024-11-25T10:15:3\"\t` + rid + `\tWARN\tx"},{"type":"function","record":"{\t\t\t\"level\":\"warn\"}"},` +
+			`{"type":"extension","record":"loki-extension: \t\t\t\"x\""},{"type":"function","record":"[INFO]\t2024-11-25T10:15:30.100Z\t` + rid + `\t\"q\"\\n"}]`,
 	} {
 		f.Add(seed)
 	}
@@ -297,6 +300,29 @@ func FuzzListenerDecode(f *testing.F) {
 		checkAgainstReference(t, body)
 		checkAgainstReference(t, deliveryOf(body))
 	})
+}
+
+// TestTextReadEscapedAgrees: text lines that the listener reads without
+// unquoting them (readsEscaped) or that look as if it could, give what the
+// reference gives from their unquoted text: prefix, level, request id, our
+// own output and JSON objects.
+func TestTextReadEscapedAgrees(t *testing.T) {
+	for _, record := range []string{
+		`2024-11-25T10:15:30.100Z\t` + rid + `\tDEBUG\tpayload {\"a\":1,\"b\":\"\\\"\"}\n`,
+		`2024-11-25T10:15:3\"\t` + rid + `\tWARN\tx`, // a quote in the prefix
+		`2024-11-25T10:15:30.100Z\t` + rid + `\"\tWARN\tx`,
+		`{\t\t\t\"level\":\"warn\"}`, `{\t}`, `loki-extension: \t\t\t\"x\"`, `loki-extension\": x`,
+		`[INFO]\t2024-11-25T10:15:30.100Z\t` + rid + `\t\"q\"\\n`, `a\\tb\tc\td\t\"`, `a\tb\tc\t\\\"`,
+	} {
+		body := `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"` + record + `"},` +
+			`{"time":"2024-11-25T10:15:30.102Z","type":"extension","record":"` + record + `"}]`
+		if !json.Valid([]byte(body)) {
+			t.Fatalf("not JSON: %s", body)
+		}
+		for _, minLevel := range []severity{0, levelOf("info"), levelOf("error")} {
+			checkWith(t, body, "function,extension", minLevel)
+		}
+	}
 }
 
 // deliveryOf builds a delivery of one event for each part of s between NUL
@@ -320,9 +346,15 @@ func deliveryOf(s string) string {
 func checkAgainstReference(t *testing.T, body string) {
 	t.Helper()
 	types := []string{"function,platform,extension", defaultTypes, "extension,platform.start,platform.error"}[len(body)%3]
+	checkWith(t, body, types, severity(len(body)%7)) // no minimum level, or trace to fatal
+}
+
+// checkWith compares what the listener makes of body, with LOKI_TYPES
+// types and the minimum level minLevel, with what the reference makes of it.
+func checkWith(t *testing.T, body, types string, minLevel severity) {
+	t.Helper()
 	l := testListener(types)
-	l.inferRequestID, l.offset = len(body)%2 == 0, 123
-	l.minLevel = severity(len(body) % 7) // none, or trace to fatal
+	l.inferRequestID, l.offset, l.minLevel = len(body)%2 == 0, 123, minLevel
 	want := reference(body, refConfig{types: l.types, maxLine: l.maxLine, infer: l.inferRequestID, ownPrefix: l.ownPrefix, offset: l.offset,
 		received: l.now(), minLevel: l.minLevel.String()})
 
