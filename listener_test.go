@@ -313,6 +313,8 @@ func TestTextReadEscapedAgrees(t *testing.T) {
 		`2024-11-25T10:15:30.100Z\t` + rid + `\"\tWARN\tx`,
 		`{\t\t\t\"level\":\"warn\"}`, `{\t}`, `loki-extension: \t\t\t\"x\"`, `loki-extension\": x`,
 		`[INFO]\t2024-11-25T10:15:30.100Z\t` + rid + `\t\"q\"\\n`, `a\\tb\tc\td\t\"`, `a\tb\tc\t\\\"`,
+		`\u006coki-extension: x`, `2024-11-25T10:15:30.100Z\t` + rid + `\tINFO\tsurrogate \ud800 and \u00e9`,
+		`2024-11-25T10:15:30.100Z\t` + rid + `\tINFO\ta \\ b \/ c \n d \r\b\f`, `x\\n`, `x\\\n`, `\u007b\t\t\t\"level\":\"warn\"}`,
 	} {
 		body := `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"` + record + `"},` +
 			`{"time":"2024-11-25T10:15:30.102Z","type":"extension","record":"` + record + `"}]`
