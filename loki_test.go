@@ -26,14 +26,7 @@ import (
 // decodeBody decodes what shipper.encode wrote.
 func decodeBody(t testing.TB, body []byte) pushRequest {
 	t.Helper()
-	zr, err := gzip.NewReader(bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := gunzip(t, body)
 	var req pushRequest
 	if err := json.Unmarshal(raw, &req); err != nil {
 		t.Fatalf("invalid JSON %q: %v", raw, err)

@@ -411,22 +411,29 @@ func eventually(t *testing.T, limit time.Duration, what string, cond func() bool
 	}
 }
 
-// TestRotatedSecret: when Loki refuses the token it had accepted, the
-// extension fetches it again (rotationPause after the last fetch) and
-// sends the refused lines with the new one; none is lost.
-func TestRotatedSecret(t *testing.T) {
-	t.Parallel()
+// rotated starts the extension with its token kept in AWS, ships one
+// invocation with it, then rotates it in AWS and in Loki; it returns the
+// lines shipped.
+func rotated(t *testing.T) (*fakeLambda, *fakeAWS, *fakeLoki, *running, []string) {
 	f, aws, loki := newFakeLambda(t), newFakeAWS(t, map[string]string{smARN: "glc_v1"}), newFakeLoki(t)
 	loki.auth = "Bearer glc_v1"
 	x := startExtension(t, f, aws.env(map[string]string{"LOKI_URL": loki.srv.URL, "LOKI_BEARER_TOKEN": smARN}))
 	f.awaitNext()
 	want := invocation(f, requestID(1), 5)
 	eventually(t, waitLimit, "the first invocation's lines", func() bool { return len(loki.lines("function")) == len(want) })
-
-	aws.set(smARN, "glc_v2") // rotated
+	aws.set(smARN, "glc_v2")
 	loki.mu.Lock()
 	loki.auth = "Bearer glc_v2"
 	loki.mu.Unlock()
+	return f, aws, loki, x, want
+}
+
+// TestRotatedSecret: when Loki refuses the token it had accepted, the
+// extension fetches it again (rotationPause after the last fetch) and
+// sends the refused lines with the new one; none is lost.
+func TestRotatedSecret(t *testing.T) {
+	t.Parallel()
+	f, aws, loki, x, want := rotated(t)
 	want = append(want, invocation(f, requestID(2), 5)...)
 	want = append(want, invocation(f, requestID(3), 5)...)
 	eventually(t, 2*rotationPause, "the lines refused before the new token", func() bool { return len(loki.lines("function")) == len(want) })
@@ -452,16 +459,7 @@ func TestRotatedSecret(t *testing.T) {
 // once, and the refused lines reach Loki with the new token.
 func TestRotationAtShutdown(t *testing.T) {
 	t.Parallel()
-	f, aws, loki := newFakeLambda(t), newFakeAWS(t, map[string]string{smARN: "glc_v1"}), newFakeLoki(t)
-	loki.auth = "Bearer glc_v1"
-	x := startExtension(t, f, aws.env(map[string]string{"LOKI_URL": loki.srv.URL, "LOKI_BEARER_TOKEN": smARN}))
-	f.awaitNext()
-	want := invocation(f, requestID(1), 5)
-	eventually(t, waitLimit, "the first invocation's lines", func() bool { return len(loki.lines("function")) == len(want) })
-	aws.set(smARN, "glc_v2")
-	loki.mu.Lock()
-	loki.auth = "Bearer glc_v2"
-	loki.mu.Unlock()
+	f, aws, loki, x, want := rotated(t)
 	want = append(want, invocation(f, requestID(2), 5)...)
 	eventually(t, waitLimit, "a refused push", func() bool { loki.mu.Lock(); defer loki.mu.Unlock(); return loki.refused > 0 })
 	f.shutdown() // well within rotationPause of the first fetch
