@@ -158,7 +158,6 @@ func (c *secrets) run(ctx context.Context) {
 			pause = min(2*pause, retryMaxFetch)
 		}
 	}
-
 }
 
 // fetch reads every credential kept in AWS and returns the header. It
