@@ -40,10 +40,11 @@ const (
 )
 
 // decodeOptions returns the decoding options for telemetry: a function's
-// JSON record may repeat a key, hold invalid UTF-8 or a lone surrogate
-// escape (each becomes U+FFFD in Loki), as encoding/json allows.
-func decodeOptions() []jsontext.Options {
-	return []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)}
+// JSON record may repeat a key and, unless strict, hold invalid UTF-8 or a
+// lone surrogate escape (each becomes U+FFFD in Loki), as encoding/json
+// allows.
+func decodeOptions(strict bool) []jsontext.Options {
+	return []jsontext.Options{jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(!strict)}
 }
 
 // platformRecord holds the fields of platform.* records that the extension
@@ -80,14 +81,17 @@ type delivery struct {
 //   - ServeHTTP: a body over maxBodyBytes is answered 413, one that does
 //     not begin a JSON array 400; nothing of either is kept. Any other is
 //     answered 200, once what could be read of it is in the batch.
-//   - readEvents: one jsontext.Decoder reads the array's elements in
-//     order, each once (a function or extension record's fields as they
-//     go by). Member names and event types are compared unescaped.
-//   - An element that cannot be read (invalid JSON, nested deeper than the
-//     10,000 levels the standard library reads, or cut off by the body's
-//     end) ends the reading: a decoder cannot resynchronise. It is kept as
-//     a text line, with the rest of the body, as written: see event. What
-//     follows the array is not read.
+//   - decode, readEvents: one jsontext.Decoder reads the array's elements
+//     in order, each once (a function or extension record's fields as
+//     they go by), strictly (valid UTF-8, no lone surrogate escape, as
+//     Lambda writes them). A delivery that fails that is read again from
+//     the start, leniently, with the state it began with (spans, rate).
+//     Member names and event types are compared unescaped.
+//   - In the lenient read, an element that cannot be read (invalid JSON,
+//     nested deeper than the 10,000 levels the standard library reads, or
+//     cut off by the body's end) ends the reading: a decoder cannot
+//     resynchronise. It is kept as a text line, with the rest of the
+//     body, as written: see event. What follows the array is not read.
 //   - event, the one funnel of every element: logEntry or platformEntry
 //     apply LOKI_TYPES (logEntry also the own-output filter and a record's
 //     own time) and make the entry, whose level is final from then on;
@@ -97,12 +101,11 @@ type delivery struct {
 //     LOKI_MAX_BYTES_PER_SECOND (dropped_rate_limited), the environment's
 //     time offset, and add, which counts what does not fit the buffer
 //     (dropped_buffer_full).
-//   - logEntry: a text record whose only escapes are tabs, and quotes in
-//     its message (readsEscaped: most lines), is read as it is; any other
-//     is unquoted by jsontext, which
-//     checks it too. Valid text within the line limit goes to Loki as
-//     Lambda escaped it (escaped), any other unescaped (invalid UTF-8 as
-//     U+FFFD). A JSON object, as a record or in a text, is kept as
+//   - logEntry: a text record of a strict read whose prefix escapes
+//     nothing but tabs (readsEscaped: most lines) is read as it is, and
+//     goes to Loki as Lambda escaped it (escaped), within the line limit;
+//     any other is unquoted by jsontext and goes unescaped (invalid UTF-8
+//     as U+FFFD). A JSON object, as a record or in a text, is kept as
 //     written and its fields read once; any other value is kept as
 //     written.
 type listener struct {
@@ -131,6 +134,7 @@ type listener struct {
 	events             *jsontext.Decoder
 	records            *jsontext.Decoder // for records inside an event
 	recordBytes        bytes.Reader
+	strict             bool   // the delivery is read with decodeOptions(true)
 	text               []byte // a text record, unquoted
 	spans              [recentSpans]span
 	done               [recentSpans]string // request ids of recent runtimeDone events
@@ -204,7 +208,7 @@ func (l *listener) store(body *bytes.Buffer) error {
 	// A bucket of one second's bytes, filled at the rate since the last delivery.
 	l.tokens = min(l.tokens+l.rate*dv.received.Sub(l.lastDelivery).Seconds(), l.rate)
 	l.lastDelivery = dv.received
-	err := l.readEvents(body.Bytes(), &dv)
+	err := l.decode(body.Bytes(), &dv)
 	if err == nil {
 		l.batch.add(dv.entries)
 		for _, id := range dv.done {
@@ -232,13 +236,31 @@ func (l *listener) store(body *bytes.Buffer) error {
 	return nil
 }
 
+// decode reads the events of raw into dv, strictly first: every string
+// valid UTF-8 with no lone surrogate escape, as Lambda writes them, which
+// spares readsEscaped checks of its own: 4 % of the listener, batch and
+// encoder's time on go run ./bench's lines (BenchmarkLineMix, -cpu 1, 8
+// alternating rounds: 891 against 930 ns a line). Any other
+// delivery is read again, leniently, from the spans and rate it started
+// with. l.mu is held.
+func (l *listener) decode(raw []byte, dv *delivery) error {
+	spans, next, tokens := l.spans, l.nextSpan, l.tokens
+	if l.strict = true; l.readEvents(raw, dv) == nil {
+		return nil
+	}
+	clear(dv.entries)
+	*dv = delivery{received: dv.received, entries: dv.entries[:0]}
+	l.spans, l.nextSpan, l.tokens, l.strict = spans, next, tokens, false
+	return l.readEvents(raw, dv)
+}
+
 // readEvents reads the JSON array of events raw into dv, converting each
 // element in turn, and nothing after the array. A function's JSON record
 // is read in the same pass, as its fields go by. An element that cannot be
 // read ends the reading; it goes to event as the rest of raw. l.mu is held.
 func (l *listener) readEvents(raw []byte, dv *delivery) error {
 	d := l.events
-	d.Reset(bytes.NewBuffer(raw), decodeOptions()...) // values stay valid after a read
+	d.Reset(bytes.NewBuffer(raw), decodeOptions(l.strict)...) // values stay valid after a read
 	if d.PeekKind() != '[' {
 		return errors.New("not a JSON array")
 	}
@@ -265,7 +287,9 @@ func (l *listener) readEvents(raw []byte, dv *delivery) error {
 			}
 			return err
 		})
-		if err != nil {
+		if err != nil && l.strict {
+			return err // read it again, leniently
+		} else if err != nil {
 			l.event(dv, rawTime, rawType, bytes.TrimLeft(raw[at:], ", \t\r\n"), nil, true)
 			return nil
 		}
@@ -449,7 +473,7 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 		// The text, less one final newline, and where raw holds it.
 		inner, _ := bytes.CutSuffix(raw[1:len(raw)-1], []byte(`\n`))
 		text, tab, err := inner, []byte(`\t`), error(nil)
-		if !readsEscaped(inner) || len(inner) > l.maxLine {
+		if !l.strict || !readsEscaped(inner) || len(inner) > l.maxLine {
 			// Unquoted by jsontext, into l.text; an error means invalid
 			// UTF-8 or a lone surrogate escape, each U+FFFD now.
 			text, err = jsontext.AppendUnquote(l.text[:0], raw)
@@ -499,27 +523,25 @@ func (l *listener) logEntry(raw jsontext.Value, fields *recordFields, at time.Ti
 	return e, true
 }
 
-// readsEscaped reports whether s, a JSON string's content, is valid UTF-8
-// and escapes nothing but tabs, and quotes past the third tab in a line
-// that does not begin a JSON object: then it reads the same escaped where
-// the listener looks (the runtimes' prefix, a tab written `\t`; our own
-// prefix; a JSON object). Most lines are so, and skip unquoting: about 140
-// ns a line (BenchmarkListener/text: 610-640 µs against 740-950 µs when
-// every line was unquoted); with quotes, a message's JSON payload (15 % of
-// go run ./bench's lines) does too. Its utf8.Valid (13 ns a line) is what
-// a strict first read of the delivery would save, at the cost of a second
-// read of any delivery that is not strictly valid: not kept.
+// readsEscaped reports whether s, a JSON string's content from a strict
+// read (valid UTF-8, no lone surrogate escape), reads the same escaped
+// where the listener looks: it does not begin a JSON object or end with a
+// backslash (of a \n cut off that was not the newline's), and escapes
+// nothing but tabs before its third tab (the runtimes' prefix, a tab
+// written `\t`; our own prefix, or a brace, could be a \u escape). What
+// follows is the message, for Loki to read. Most lines are so, and skip
+// unquoting: about 140 ns a line (BenchmarkListener/text: 610-640 µs
+// against 740-950 µs when every line was unquoted).
 func readsEscaped(s []byte) bool {
-	if !utf8.Valid(s) {
+	if len(s) > 0 && s[0] == '{' || bytes.HasSuffix(s, []byte(`\`)) {
 		return false
 	}
-	tabs, object := 0, len(s) > 0 && s[0] == '{'
-	for i := bytes.IndexByte(s, '\\'); i >= 0; i = bytes.IndexByte(s, '\\') {
-		switch {
-		case i+1 < len(s) && s[i+1] == 't':
-			tabs++
-		case i+1 == len(s) || s[i+1] != '"' || tabs < 3 || object:
-			return false // another escape (or a \n that was not the newline's)
+	for range 3 { // the prefix's tabs
+		i := bytes.IndexByte(s, '\\')
+		if i < 0 {
+			return true
+		} else if s[i+1] != 't' { // s does not end with a backslash
+			return false
 		}
 		s = s[i+2:]
 	}
@@ -582,7 +604,7 @@ func (l *listener) readRecord(obj []byte, f *recordFields) bool {
 // recordDecoder returns l.records reading obj. l.mu is held.
 func (l *listener) recordDecoder(obj []byte) *jsontext.Decoder {
 	l.recordBytes.Reset(obj)
-	l.records.Reset(&l.recordBytes, decodeOptions()...)
+	l.records.Reset(&l.recordBytes, decodeOptions(false)...)
 	return l.records
 }
 

@@ -313,7 +313,7 @@ func TestTextReadEscapedAgrees(t *testing.T) {
 		`2024-11-25T10:15:30.100Z\t` + rid + `\"\tWARN\tx`,
 		`{\t\t\t\"level\":\"warn\"}`, `{\t}`, `loki-extension: \t\t\t\"x\"`, `loki-extension\": x`,
 		`[INFO]\t2024-11-25T10:15:30.100Z\t` + rid + `\t\"q\"\\n`, `a\\tb\tc\td\t\"`, `a\tb\tc\t\\\"`,
-		`\u006coki-extension: x`, `2024-11-25T10:15:30.100Z\t` + rid + `\tINFO\tsurrogate \ud800 and \u00e9`,
+		`\u006coki-extension: x`, `2024-11-25T10:15:30.100Z\t` + rid + `\t\u0049NFO\tx`, `2024-11-25T10:15:30.100Z\t` + rid + `\tINFO\tsurrogate \ud800 and \u00e9`,
 		`2024-11-25T10:15:30.100Z\t` + rid + `\tINFO\ta \\ b \/ c \n d \r\b\f`, `x\\n`, `x\\\n`, `\u007b\t\t\t\"level\":\"warn\"}`,
 	} {
 		body := `[{"time":"2024-11-25T10:15:30.101Z","type":"function","record":"` + record + `"},` +
@@ -363,7 +363,7 @@ func checkWith(t *testing.T, body, types string, minLevel severity) {
 	// The entries the listener hands to the batch, before batch.add.
 	dv := delivery{received: l.now()}
 	l.mu.Lock()
-	err := l.readEvents([]byte(body), &dv)
+	err := l.decode([]byte(body), &dv)
 	l.mu.Unlock()
 	res := refResult{Status: http.StatusOK, Truncated: dv.truncated, DroppedByLambda: dv.dropped, Filtered: dv.filtered}
 	if err != nil {
@@ -499,6 +499,13 @@ func TestMaxBytesPerSecond(t *testing.T) {
 	}
 	if n := len(l.batch.entries) - count(); n != 3 {
 		t.Errorf("%d platform events kept, want 3", n)
+	}
+	// A delivery read twice (invalid UTF-8 fails the strict read) is
+	// charged once: 90 of the bucket's 100 bytes.
+	now = now.Add(time.Hour)
+	post(l, "["+line(thirty)+","+line(thirty)+","+line(thirty[1:]+"\xff")+"]")
+	if kept := count(); kept != 11 {
+		t.Errorf("a delivery read twice: %d lines kept in all, want 11", kept)
 	}
 	if got := strings.Count(out.String(), "LOKI_MAX_BYTES_PER_SECOND"); got != 1 {
 		t.Errorf("%d messages about the cap, want 1:\n%s", got, out.String())

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // BenchmarkPipeline measures one line's whole way through the extension:
@@ -94,4 +96,47 @@ func BenchmarkEncodeEscaped(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(es)), "ns/line")
 		})
 	}
+}
+
+// BenchmarkLineMix: go run ./bench's line mix (Node.js text, 15 % with a
+// JSON payload, lines 20 µs apart) through the listener, the batch and the
+// encoder, 1000 lines a delivery, with the bytes it puts on the wire.
+func BenchmarkLineMix(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 2))
+	msg := func() (string, string) {
+		switch n := r.IntN(100); {
+		case n < 50:
+			return "INFO", fmt.Sprintf("GET /api/orders/%d 200 %d.%dms user=u-%d", 40000+r.IntN(10000), r.IntN(300), r.IntN(10), r.IntN(5000))
+		case n < 70:
+			return "INFO", fmt.Sprintf("cache miss key=product:%d, loading from table products (ttl=300s)", r.IntN(100000))
+		case n < 85:
+			return "DEBUG", fmt.Sprintf(`payload {"orderId":%d,"items":%d,"amount":%d.%02d,"currency":"EUR"}`, 40000+r.IntN(10000), 1+r.IntN(9), r.IntN(500), r.IntN(100))
+		case n < 95:
+			return "WARN", fmt.Sprintf("slow query on orders: %dms for %d rows (threshold 200ms)", 200+r.IntN(2000), r.IntN(5000))
+		}
+		return "ERROR", fmt.Sprintf("payment provider timed out after %dms (attempt %d of 3), order %d will be retried", 1000+r.IntN(9000), 1+r.IntN(3), 40000+r.IntN(10000))
+	}
+	var bodies [][]byte
+	t0 := time.Date(2024, 11, 25, 10, 15, 30, 0, time.UTC)
+	for d := range 20 {
+		events := []map[string]any{{"time": t0.Format("2006-01-02T15:04:05.000Z"), "type": "platform.start", "record": map[string]any{"requestId": rid}}}
+		for i := range 1000 {
+			at := t0.Add(time.Duration(d*1000+i) * 20 * time.Microsecond).Format("2006-01-02T15:04:05.000Z")
+			level, m := msg()
+			events = append(events, map[string]any{"time": at, "type": "function", "record": fmt.Sprintf("%s\t%s\t%s\t%s seq=%d\n", at, rid, level, m, i)})
+		}
+		body, _ := json.Marshal(events)
+		bodies = append(bodies, body)
+	}
+	s, _ := testShipper(b, lokiTarget{})
+	l := newListener(s.batch, typeFilter{"function": true}, defaultMaxLineBytes, "x: ", true)
+	wire := 0
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		l.store(bytes.NewBuffer(bodies[i%len(bodies)]))
+		es, _ := s.batch.take(1 << 30)
+		wire += len(s.encode(es))
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1000), "ns/line")
+	b.ReportMetric(float64(wire)/float64(b.N*1000), "wire-B/line")
 }
